@@ -1,0 +1,7 @@
+//! SKELETON — config errors.
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    pub message: String,
+}

@@ -1,0 +1,1 @@
+//! SKELETON — the REST convention path parser and singularizer.

@@ -1,0 +1,1 @@
+//! SKELETON — `syncgate tail`.
