@@ -1,11 +1,201 @@
 //! syncgate: a reverse-proxy sidecar that turns an unchanged REST API's mutations into realtime events.
 //!
 //! The data path reads top to bottom: `proxy` forwards a request and, for a successful mutation, asks
-//! `events` for a draft; the `broker` numbers it and fans it out; `ws` delivers it to sockets and SSE
-//! streams. `config` is parsed once and trusted everywhere; `admin` serves health, metrics and publish.
+//! `events` for a draft; the `publisher` hands it to the `broker`, which numbers it and fans it out;
+//! `ws` delivers it to sockets and SSE streams. `config` is parsed once and trusted everywhere;
+//! `admin` serves health, metrics and publish. `start` is the one entry point, for `main` and tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod broker;
 pub mod config;
 pub mod events;
+pub mod proxy;
+pub mod publisher;
+mod server;
+pub mod state;
 pub mod tail;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use admin::metrics::Metrics;
+use broker::{Broker, MemoryBroker};
+use config::{BrokerKind, Config};
+use state::{Settings, Shared};
+
+/// Why the sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The two listening sockets, bound before `start_with` so tests can use port 0.
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, StartError> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        Ok(Listeners {
+            public: bind("listen", config.listen).await?,
+            admin: bind("admin_listen", config.admin_listen).await?,
+        })
+    }
+}
+
+/// A running sidecar. Dropping it does not stop it; call `shutdown`.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// SPEC shutdown: readiness 503, sockets closed with 1001, in-flight requests finished within
+    /// `shutdown_grace`, then the admin listener closes.
+    pub async fn shutdown(self) {
+        self.shared.start_draining();
+        let _ = self.shutdown_tx.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Completes when the servers have stopped.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// Swaps in a new config for rules, headers, limits and auth; listeners and broker stay.
+    pub fn reload(&self, config: Config) -> Result<(), String> {
+        let current = self.shared.settings();
+        let old = &current.config;
+        if config.listen != old.listen || config.admin_listen != old.admin_listen {
+            return Err("listen addresses changed: restart syncgate to apply".into());
+        }
+        if config.broker.kind != old.broker.kind {
+            return Err("broker.kind changed: restart syncgate to apply".into());
+        }
+        auth::check_supported(&config.auth)?;
+        self.shared.replace_settings(Settings::new(config));
+        Ok(())
+    }
+}
+
+/// Binds the configured addresses and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let listeners = Listeners::bind(&config).await?;
+    start_with(config, listeners).await
+}
+
+pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running, StartError> {
+    auth::check_supported(&config.auth).map_err(StartError::Unsupported)?;
+    if config.broker.kind == BrokerKind::Redis {
+        return Err(StartError::Unsupported(
+            "broker.kind redis is not available in this version yet; use memory".into(),
+        ));
+    }
+    let public_addr = local_addr(&listeners.public, "listen", config.listen)?;
+    let admin_addr = local_addr(&listeners.admin, "admin_listen", config.admin_listen)?;
+    let metrics = Arc::new(Metrics::new());
+    let memory = MemoryBroker::new(config.history);
+    memory.spawn_sweeper(config.history.ttl.clamp(Duration::from_secs(1), Duration::from_secs(30)));
+    let broker: Arc<dyn Broker> = memory;
+    metrics.set_broker_up(broker.is_up());
+    let grace = config.shutdown_grace;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shared = Arc::new(Shared::new(Settings::new(config), broker, metrics, shutdown_rx.clone()));
+    spawn_upstream_probe(Arc::clone(&shared), shutdown_rx.clone());
+
+    let public = {
+        let shared = Arc::clone(&shared);
+        server::serve(
+            "public",
+            listeners.public,
+            move |req, peer| proxy::handle(req, Arc::clone(&shared), peer),
+            shutdown_rx.clone(),
+            grace,
+        )
+    };
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    let admin = {
+        let shared = Arc::clone(&shared);
+        server::serve(
+            "admin",
+            listeners.admin,
+            move |req, _peer| admin::handle(req, Arc::clone(&shared)),
+            admin_stop_rx,
+            Duration::from_secs(1),
+        )
+    };
+    let admin_task = tokio::spawn(admin);
+    let task = tokio::spawn(async move {
+        public.await;
+        let _ = admin_stop_tx.send(true);
+        let _ = admin_task.await;
+    });
+    tracing::info!(%public_addr, %admin_addr, "syncgate listening");
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        shared,
+        shutdown_tx,
+        task,
+    })
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    what: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// `/readyz` needs to know whether the upstream answers; a TCP connect every two seconds tells.
+fn spawn_upstream_probe(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let settings = shared.settings();
+            let target = settings.config.upstream.authority.to_string();
+            let timeout = settings.config.upstream.connect_timeout;
+            drop(settings);
+            let up = matches!(
+                tokio::time::timeout(timeout, tokio::net::TcpStream::connect(target)).await,
+                Ok(Ok(_))
+            );
+            if up != shared.upstream_up() {
+                tracing::info!(upstream_up = up, "upstream reachability changed");
+            }
+            shared.set_upstream_up(up);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    });
+}

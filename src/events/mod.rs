@@ -6,6 +6,7 @@
 //! them a `seq` and an envelope (`envelope.rs`).
 
 pub mod envelope;
+pub mod external;
 mod matcher;
 mod rest;
 pub mod template;

@@ -1,0 +1,357 @@
+//! The single-node broker: per-channel counters, a bounded history ring and local fan-out.
+//!
+//! Each channel has its own mutex, held only for the few microseconds of numbering an event and
+//! offering it to the channel's queues (never across an await), so channels never contend with each
+//! other. Channels with no subscribers and no live history are pruned, so names like `project:{id}`
+//! never leak; a client resuming on a pruned channel gets `reset`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use super::{
+    Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome, Subscriber,
+};
+use crate::config::HistoryConfig;
+use crate::events::{EventDraft, envelope};
+
+#[derive(Debug)]
+pub struct MemoryBroker {
+    channels: RwLock<HashMap<Arc<str>, Arc<Mutex<ChannelState>>>>,
+    history: HistoryConfig,
+}
+
+#[derive(Debug, Default)]
+struct ChannelState {
+    last_seq: u64,
+    history: VecDeque<(Instant, Arc<Event>)>,
+    subscribers: Vec<Subscriber>,
+}
+
+impl ChannelState {
+    fn trim(&mut self, history: HistoryConfig, now: Instant) {
+        while self.history.len() > history.size {
+            self.history.pop_front();
+        }
+        while let Some((at, _)) = self.history.front() {
+            if now.saturating_duration_since(*at) <= history.ttl {
+                break;
+            }
+            self.history.pop_front();
+        }
+    }
+
+    /// Events after `since`, if the history still holds all of them.
+    fn since(&self, since: u64) -> Option<Vec<Arc<Event>>> {
+        if since == self.last_seq {
+            return Some(Vec::new());
+        }
+        if since > self.last_seq {
+            // A position from before a restart or a prune: nothing here can vouch for the gap.
+            return None;
+        }
+        let first = self.history.front()?.1.seq;
+        if first > since + 1 {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|(_, e)| e.seq > since)
+                .map(|(_, e)| Arc::clone(e))
+                .collect(),
+        )
+    }
+}
+
+impl MemoryBroker {
+    pub fn new(history: HistoryConfig) -> Arc<MemoryBroker> {
+        Arc::new(MemoryBroker {
+            channels: RwLock::new(HashMap::new()),
+            history,
+        })
+    }
+
+    fn channel(&self, name: &str) -> Arc<Mutex<ChannelState>> {
+        if let Some(ch) = read(&self.channels).get(name) {
+            return Arc::clone(ch);
+        }
+        let mut map = write(&self.channels);
+        Arc::clone(map.entry(Arc::from(name)).or_default())
+    }
+
+    fn existing(&self, name: &str) -> Option<Arc<Mutex<ChannelState>>> {
+        read(&self.channels).get(name).cloned()
+    }
+
+    /// Numbers, stores and fans out one event on one channel.
+    fn publish_one(&self, draft: &EventDraft, channel: &str, id: &str) -> Published {
+        let state = self.channel(channel);
+        let mut st = lock(&state);
+        st.last_seq += 1;
+        let seq = st.last_seq;
+        let frame = envelope::serialize(draft, channel, seq, id);
+        let event = Arc::new(Event {
+            channel: Arc::from(channel),
+            seq,
+            event_type: Arc::from(draft.event_type.as_str()),
+            frame: Utf8Bytes::try_from(frame).unwrap_or_default(),
+            origin_client: draft.origin_client.as_deref().map(Arc::from),
+            actor: draft.actor.as_deref().map(Arc::from),
+            published_at: std::time::Instant::now(),
+        });
+        let now = Instant::now();
+        if self.history.size > 0 {
+            st.history.push_back((now, Arc::clone(&event)));
+        }
+        st.trim(self.history, now);
+        st.subscribers
+            .retain(|sub| sub.offer(&event) != Delivery::Gone);
+        Published {
+            channel: channel.to_owned(),
+            seq,
+        }
+    }
+
+    /// Drops expired history and forgets channels nobody uses; run periodically.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = Vec::new();
+        for (name, state) in read(&self.channels).iter() {
+            let mut st = lock(state);
+            st.trim(self.history, now);
+            st.subscribers.retain(|s| !s.is_cut_off());
+            if st.subscribers.is_empty() && st.history.is_empty() {
+                idle.push(Arc::clone(name));
+            }
+        }
+        if idle.is_empty() {
+            return;
+        }
+        let mut map = write(&self.channels);
+        for name in idle {
+            let still_idle = map.get(&name).is_some_and(|state| {
+                let st = lock(state);
+                st.subscribers.is_empty() && st.history.is_empty()
+            });
+            if still_idle {
+                map.remove(&name);
+            }
+        }
+    }
+
+    /// How many channels are tracked (tests check that pruning works).
+    pub fn channel_count(&self) -> usize {
+        read(&self.channels).len()
+    }
+
+    /// Runs `sweep` every `every` until the broker is dropped.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match weak.upgrade() {
+                    Some(broker) => broker.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
+impl Broker for MemoryBroker {
+    fn publish(&self, draft: EventDraft) -> BoxFuture<'_, Result<Vec<Published>, BrokerError>> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let published = draft
+            .channels
+            .iter()
+            .map(|channel| self.publish_one(&draft, channel, &id))
+            .collect();
+        Box::pin(std::future::ready(Ok(published)))
+    }
+
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<u64>,
+        subscriber: &'a Subscriber,
+    ) -> BoxFuture<'a, Result<SubscribeOutcome, BrokerError>> {
+        let state = self.channel(channel);
+        let mut st = lock(&state);
+        st.trim(self.history, Instant::now());
+        let id = subscriber.id();
+        if !st.subscribers.iter().any(|s| s.id() == id) {
+            st.subscribers.push(subscriber.clone());
+        }
+        let (replay, resume) = match since {
+            None => (Vec::new(), Resume::Fresh),
+            Some(since) => match st.since(since) {
+                Some(replay) => (replay, Resume::Recovered),
+                None => (Vec::new(), Resume::Reset),
+            },
+        };
+        let outcome = SubscribeOutcome {
+            seq: st.last_seq,
+            replay,
+            resume,
+        };
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+
+    fn unsubscribe(&self, channel: &str, id: ConnId) {
+        if let Some(state) = self.existing(channel) {
+            lock(&state).subscribers.retain(|s| s.id() != id);
+        }
+    }
+
+    fn positions<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Vec<u64>> {
+        let map = read(&self.channels);
+        let seqs = channels
+            .iter()
+            .map(|c| map.get(c.as_str()).map_or(0, |st| lock(st).last_seq))
+            .collect();
+        Box::pin(std::future::ready(seqs))
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+}
+
+// A panic while a lock is held cannot leave channel state half-written in a way later readers would
+// trip on (every update is a single push or counter bump), so a poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ExcludeOrigin;
+
+    fn draft(channels: &[&str]) -> EventDraft {
+        EventDraft {
+            event_type: "project_updated".into(),
+            channels: channels.iter().map(|c| c.to_string()).collect(),
+            resource: None,
+            resource_id: None,
+            action: None,
+            invalidate: vec![],
+            data: serde_json::Value::Null,
+            actor: Some("7".into()),
+            ts: 1,
+            origin_client: Some("tab-a".into()),
+        }
+    }
+
+    fn broker(size: usize) -> Arc<MemoryBroker> {
+        MemoryBroker::new(HistoryConfig {
+            size,
+            ttl: Duration::from_secs(600),
+        })
+    }
+
+    fn sub(client: &str, queue: usize) -> (Subscriber, tokio::sync::mpsc::Receiver<Arc<Event>>) {
+        Subscriber::new(Arc::from(client), None, ExcludeOrigin::Connection, queue)
+    }
+
+    #[tokio::test]
+    async fn seq_has_no_gaps_per_channel() {
+        let b = broker(10);
+        for _ in 0..3 {
+            b.publish(draft(&["a", "b"])).await.unwrap();
+        }
+        let p = b.publish(draft(&["a"])).await.unwrap();
+        assert_eq!(p, vec![Published { channel: "a".into(), seq: 4 }]);
+        assert_eq!(b.positions(&["a".into(), "b".into(), "c".into()]).await, [4, 3, 0]);
+    }
+
+    #[tokio::test]
+    async fn resume_replays_exactly_what_was_missed() {
+        let b = broker(10);
+        for _ in 0..5 {
+            b.publish(draft(&["a"])).await.unwrap();
+        }
+        let (s, _rx) = sub("tab-b", 8);
+        let out = b.subscribe("a", Some(2), &s).await.unwrap();
+        assert_eq!(out.resume, Resume::Recovered);
+        assert_eq!(out.replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(out.seq, 5);
+    }
+
+    #[tokio::test]
+    async fn resume_beyond_history_is_a_reset() {
+        let b = broker(2);
+        for _ in 0..5 {
+            b.publish(draft(&["a"])).await.unwrap();
+        }
+        let (s, _rx) = sub("tab-b", 8);
+        assert_eq!(b.subscribe("a", Some(1), &s).await.unwrap().resume, Resume::Reset);
+        // Position 3 is still covered: 4 and 5 are in the ring.
+        assert_eq!(b.subscribe("a", Some(3), &s).await.unwrap().replay.len(), 2);
+        // A position from the future (another process's numbering) cannot be trusted.
+        assert_eq!(b.subscribe("a", Some(99), &s).await.unwrap().resume, Resume::Reset);
+    }
+
+    #[tokio::test]
+    async fn full_queue_cuts_off_only_the_slow_subscriber() {
+        let b = broker(10);
+        let (slow, _slow_rx) = sub("slow", 1);
+        let (fast, mut fast_rx) = sub("fast", 8);
+        b.subscribe("a", None, &slow).await.unwrap();
+        b.subscribe("a", None, &fast).await.unwrap();
+        for _ in 0..3 {
+            b.publish(draft(&["a"])).await.unwrap();
+        }
+        assert!(slow.is_cut_off());
+        assert!(!fast.is_cut_off());
+        for seq in 1..=3 {
+            assert_eq!(fast_rx.recv().await.unwrap().seq, seq);
+        }
+    }
+
+    #[tokio::test]
+    async fn origin_connection_is_skipped() {
+        let b = broker(10);
+        let (origin, mut origin_rx) = sub("tab-a", 8);
+        let (other, mut other_rx) = sub("tab-b", 8);
+        b.subscribe("a", None, &origin).await.unwrap();
+        b.subscribe("a", None, &other).await.unwrap();
+        b.publish(draft(&["a"])).await.unwrap();
+        assert_eq!(other_rx.recv().await.unwrap().seq, 1);
+        assert!(origin_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_pruned() {
+        let b = MemoryBroker::new(HistoryConfig {
+            size: 10,
+            ttl: Duration::from_millis(1),
+        });
+        let (s, _rx) = sub("x", 8);
+        b.subscribe("project:1", None, &s).await.unwrap();
+        b.publish(draft(&["project:2"])).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        b.sweep();
+        assert_eq!(b.channel_count(), 1, "only the subscribed channel is kept");
+        b.unsubscribe("project:1", s.id());
+        b.sweep();
+        assert_eq!(b.channel_count(), 0);
+    }
+}

@@ -1,0 +1,105 @@
+//! The one seam for scale-out: numbering, remembering and fanning out events.
+//!
+//! A `Broker` gives each event a per-channel `seq` with no gaps, keeps a bounded history per channel
+//! for resume, and pushes events to the local subscribers (sockets and SSE streams) of this process.
+//! Everything above this trait is the same on one node or fifty; `memory.rs` is the single-node
+//! implementation, a Redis one plugs in here.
+
+pub mod memory;
+mod subscriber;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::config::ExcludeOrigin;
+use crate::events::EventDraft;
+
+pub use memory::MemoryBroker;
+pub use subscriber::{ConnId, Delivery, Subscriber};
+
+/// A numbered event on one channel, serialized once and shared by every subscriber.
+#[derive(Debug)]
+pub struct Event {
+    pub channel: Arc<str>,
+    pub seq: u64,
+    pub event_type: Arc<str>,
+    /// The JSON envelope, ready to be written as a text frame or an SSE `data:` line.
+    pub frame: Utf8Bytes,
+    pub origin_client: Option<Arc<str>>,
+    pub actor: Option<Arc<str>>,
+    /// When this process published it: the start of `syncgate_event_delivery_seconds`.
+    pub published_at: Instant,
+}
+
+impl Event {
+    /// Whether `exclude_origin` keeps this event from a subscriber (the echo of its own mutation).
+    pub fn excluded_for(&self, policy: ExcludeOrigin, client_id: &str, user: Option<&str>) -> bool {
+        match policy {
+            ExcludeOrigin::None => false,
+            ExcludeOrigin::Connection => self.origin_client.as_deref() == Some(client_id),
+            ExcludeOrigin::User => match (self.actor.as_deref(), user) {
+                (Some(actor), Some(user)) => actor == user,
+                _ => false,
+            },
+        }
+    }
+}
+
+/// What `subscribe` found: the channel's current position and what the subscriber missed.
+#[derive(Debug)]
+pub struct SubscribeOutcome {
+    /// The channel's latest `seq` when the subscription took effect.
+    pub seq: u64,
+    /// Events after `since`, oldest first, to deliver before anything live.
+    pub replay: Vec<Arc<Event>>,
+    pub resume: Resume,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// No `since` was given: live events only.
+    Fresh,
+    /// Every event after `since` is in `replay`.
+    Recovered,
+    /// History cannot cover the gap: the client must refetch everything, then live events follow.
+    Reset,
+}
+
+/// A published event's position on one of its channels.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    pub channel: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Numbering, history and local fan-out. Methods never hold a lock across an await.
+pub trait Broker: Send + Sync + 'static {
+    /// Publishes one draft to each of its channels and returns their new positions.
+    fn publish(&self, draft: EventDraft) -> BoxFuture<'_, Result<Vec<Published>, BrokerError>>;
+
+    /// Registers `subscriber` on `channel` and collects what it missed after `since`, atomically:
+    /// no event is both replayed and delivered live, and none falls between the two.
+    fn subscribe<'a>(
+        &'a self,
+        channel: &'a str,
+        since: Option<u64>,
+        subscriber: &'a Subscriber,
+    ) -> BoxFuture<'a, Result<SubscribeOutcome, BrokerError>>;
+
+    fn unsubscribe(&self, channel: &str, id: ConnId);
+
+    /// The latest `seq` of each channel (0 for one never published to), for `X-Sync-Position`.
+    fn positions<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Vec<u64>>;
+
+    /// Whether the broker can publish right now (`/readyz`, `syncgate_broker_up`).
+    fn is_up(&self) -> bool;
+}

@@ -1,0 +1,124 @@
+//! The broker's handle on one local connection: a bounded queue plus a cut-off signal.
+//!
+//! Fan-out never waits on a socket. When a connection's queue is full it is marked slow and told to
+//! go away (close 1013); it resumes with `since` on reconnect, so cutting it loses nothing, and it
+//! never slows the other subscribers of the channel.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+
+use super::Event;
+use crate::config::ExcludeOrigin;
+
+pub type ConnId = u64;
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Cheap to clone; the broker keeps one clone per subscribed channel.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id: ConnId,
+    client_id: Arc<str>,
+    user: Option<Arc<str>>,
+    exclude: ExcludeOrigin,
+    tx: mpsc::Sender<Arc<Event>>,
+    slow: AtomicBool,
+    cut_off: Notify,
+}
+
+/// The result of offering an event to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// `exclude_origin` says this subscriber caused the event.
+    Skipped,
+    /// The queue was full: the subscriber has been told to disconnect.
+    CutOff,
+    /// The connection is gone; drop this subscriber.
+    Gone,
+}
+
+impl Subscriber {
+    /// Returns the handle and the receiving end the connection drains.
+    pub fn new(
+        client_id: Arc<str>,
+        user: Option<Arc<str>>,
+        exclude: ExcludeOrigin,
+        queue: usize,
+    ) -> (Subscriber, mpsc::Receiver<Arc<Event>>) {
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let inner = Inner {
+            id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
+            client_id,
+            user,
+            exclude,
+            tx,
+            slow: AtomicBool::new(false),
+            cut_off: Notify::new(),
+        };
+        (
+            Subscriber {
+                inner: Arc::new(inner),
+            },
+            rx,
+        )
+    }
+
+    pub fn id(&self) -> ConnId {
+        self.inner.id
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.inner.client_id
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.inner.user.as_deref()
+    }
+
+    /// Whether `exclude_origin` hides this event from this subscriber.
+    pub fn excludes(&self, event: &Event) -> bool {
+        event.excluded_for(self.inner.exclude, &self.inner.client_id, self.user())
+    }
+
+    /// Never waits: a full queue cuts the subscriber off instead.
+    pub fn offer(&self, event: &Arc<Event>) -> Delivery {
+        if self.excludes(event) {
+            return Delivery::Skipped;
+        }
+        if self.inner.slow.load(Ordering::Relaxed) {
+            return Delivery::CutOff;
+        }
+        match self.inner.tx.try_send(Arc::clone(event)) {
+            Ok(()) => Delivery::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut_off();
+                Delivery::CutOff
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
+        }
+    }
+
+    /// Marks the subscriber slow and wakes its connection, which closes with 1013.
+    pub fn cut_off(&self) {
+        if !self.inner.slow.swap(true, Ordering::Relaxed) {
+            self.inner.cut_off.notify_one();
+        }
+    }
+
+    pub fn is_cut_off(&self) -> bool {
+        self.inner.slow.load(Ordering::Relaxed)
+    }
+
+    /// Completes once the subscriber has been cut off.
+    pub async fn cut_off_signal(&self) {
+        self.inner.cut_off.notified().await
+    }
+}

@@ -1,0 +1,79 @@
+//! Events the application publishes itself: the `X-Sync-Event` response header and `POST /publish`.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{EmitContext, EventDraft};
+use crate::ws::protocol::valid_channel;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct External {
+    channel: Option<String>,
+    channels: Option<Vec<String>>,
+    #[serde(rename = "type")]
+    event_type: String,
+    #[serde(default)]
+    data: Value,
+    #[serde(default)]
+    invalidate: Vec<Vec<String>>,
+    resource: Option<String>,
+    resource_id: Option<String>,
+}
+
+/// Parses `{"channel":"user:7","type":"…","data":{…},"invalidate":[[…]]}` (or `"channels":[…]`).
+/// The error says what is wrong in words a backend developer can act on.
+pub fn parse(json: &[u8], ctx: &EmitContext<'_>) -> Result<EventDraft, String> {
+    let ext: External = serde_json::from_slice(json).map_err(|e| {
+        format!(
+            "invalid event JSON ({e}); expected {{\"channel\":\"…\",\"type\":\"…\",\"data\":…,\"invalidate\":[[…]]}}"
+        )
+    })?;
+    let mut channels = ext.channels.unwrap_or_default();
+    channels.extend(ext.channel);
+    if channels.is_empty() {
+        return Err("the event needs a \"channel\" (or \"channels\")".into());
+    }
+    if let Some(bad) = channels.iter().find(|c| !valid_channel(c)) {
+        return Err(format!(
+            "invalid channel {bad:?}: 1 to 200 printable characters, no spaces, commas or '='"
+        ));
+    }
+    if ext.event_type.is_empty() {
+        return Err("\"type\" must not be empty".into());
+    }
+    Ok(EventDraft {
+        event_type: ext.event_type,
+        channels,
+        resource: ext.resource,
+        resource_id: ext.resource_id,
+        action: None,
+        invalidate: ext.invalidate,
+        data: ext.data,
+        actor: ctx.actor.map(str::to_owned),
+        ts: ctx.ts,
+        origin_client: ctx.origin_client.map(str::to_owned),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_publish_body_parses() {
+        let body = br#"{"channel":"user:7","type":"notification_created","data":{"t":1},"invalidate":[["notifications"]]}"#;
+        let d = parse(body, &EmitContext::default()).unwrap();
+        assert_eq!(d.channels, ["user:7"]);
+        assert_eq!(d.invalidate, vec![vec!["notifications".to_owned()]]);
+    }
+
+    #[test]
+    fn bad_bodies_are_explained() {
+        let ctx = EmitContext::default();
+        assert!(parse(b"{", &ctx).unwrap_err().contains("invalid event JSON"));
+        assert!(parse(br#"{"type":"x"}"#, &ctx).unwrap_err().contains("channel"));
+        assert!(parse(br#"{"channel":"a b","type":"x"}"#, &ctx).unwrap_err().contains("invalid channel"));
+        assert!(parse(br#"{"channel":"a","type":"x","extra":1}"#, &ctx).unwrap_err().contains("unknown field"));
+    }
+}

@@ -1,0 +1,58 @@
+//! `Cache-Control` rewriting by path rules: first match wins, so realtime data is never served stale.
+
+use http::{HeaderMap, Method, header};
+
+use crate::config::CacheRule;
+
+pub fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
+    let rule = rules.iter().find(|r| {
+        r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.is_match(path)
+    });
+    if let Some(rule) = rule {
+        if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
+            return;
+        }
+        headers.insert(header::CACHE_CONTROL, rule.value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+    use regex::Regex;
+
+    fn rule(path: &str, methods: Option<Vec<Method>>, value: &'static str, only: bool) -> CacheRule {
+        CacheRule {
+            path: Regex::new(path).unwrap(),
+            methods,
+            value: HeaderValue::from_static(value),
+            only_if_missing: only,
+        }
+    }
+
+    #[test]
+    fn first_matching_rule_wins_and_respects_methods() {
+        let rules = [
+            rule("^/static/", Some(vec![Method::GET]), "immutable", false),
+            rule("^/", None, "no-store", false),
+        ];
+        let mut h = HeaderMap::new();
+        apply(&rules, &Method::GET, "/static/a.js", &mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "immutable");
+        apply(&rules, &Method::POST, "/static/a.js", &mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[test]
+    fn only_if_missing_keeps_the_upstream_header() {
+        let rules = [rule("^/api", None, "no-cache", true)];
+        let mut h = HeaderMap::new();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=5"));
+        apply(&rules, &Method::GET, "/api/x", &mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "max-age=5");
+        let mut h = HeaderMap::new();
+        apply(&rules, &Method::GET, "/api/x", &mut h);
+        assert_eq!(h[header::CACHE_CONTROL], "no-cache");
+    }
+}

@@ -1,0 +1,265 @@
+//! The public listener's request pipeline.
+//!
+//! A request's life, in named phases over one `Exchange`:
+//! 1. `route`: our own socket and SSE paths are served here; everything else is forwarded;
+//! 2. `upstream_request`: hop-by-hop headers off, `X-Forwarded-*` on, the event plan decided;
+//! 3. `upstream_response`: `X-Sync-Event` published, `Cache-Control` rewritten, `X-Sync-Position`;
+//! 4. `response_body`: the body streams to the client while a tap keeps what the event needs;
+//! 5. logging: one metric observation and one trace line per request.
+
+pub mod cache_control;
+pub mod headers;
+mod tap;
+pub mod upgrade;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use crate::auth;
+use crate::body::{Body, BoxError, empty, json_error};
+use crate::events::{BodyPrefix, EmitContext, EventPlan, external, now_millis};
+use crate::state::{Settings, Shared};
+use crate::ws::handshake::{self, SocketKind, is_websocket_upgrade};
+use crate::ws::sse;
+use upstream::UpstreamError;
+
+/// Longest `X-Sync-Client` honoured; longer values are ignored rather than stored.
+const MAX_CLIENT_ID: usize = 128;
+
+/// The hyper service entry point: never fails, every error is an HTTP answer.
+pub async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let resp = route(req, &shared, peer).await;
+    let status = resp.status().as_u16();
+    shared.metrics.observe_http(&method, status, start.elapsed());
+    tracing::debug!(%method, status, elapsed_us = start.elapsed().as_micros() as u64, "request");
+    Ok(resp)
+}
+
+async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
+    let settings = shared.settings();
+    let cfg = &settings.config;
+    let path = req.uri().path();
+    let socket_kind = if path == cfg.websocket.path {
+        Some(SocketKind::Generic)
+    } else if path == cfg.websocket.notifications_path {
+        Some(SocketKind::Notifications)
+    } else {
+        None
+    };
+    if let Some(kind) = socket_kind {
+        if !is_websocket_upgrade(req.headers()) {
+            return json_error(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this path serves WebSockets only",
+            );
+        }
+        return handshake::accept(req, Arc::clone(shared), kind);
+    }
+    if path == cfg.sse.path && req.method() == Method::GET {
+        return sse::serve(req, Arc::clone(shared)).await;
+    }
+    forward(req, shared, &settings, peer).await
+}
+
+/// Everything the later phases need to know about the request once it has been handed upstream.
+struct Exchange {
+    method: Method,
+    path: String,
+    plan: Option<EventPlan>,
+    actor: Option<Arc<str>>,
+    origin_client: Option<String>,
+    client_upgrade: Option<OnUpgrade>,
+}
+
+async fn forward(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    settings: &Settings,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let cfg = &settings.config;
+    let (mut parts, body) = req.into_parts();
+    let is_upgrade = parts.headers.contains_key(header::UPGRADE);
+    let path = parts.uri.path().to_owned();
+    let ex = Exchange {
+        plan: if is_upgrade {
+            None
+        } else {
+            settings.matcher.plan(&parts.method, &path)
+        },
+        actor: auth::identify(&cfg.auth, &parts.headers),
+        origin_client: parts
+            .headers
+            .get("x-sync-client")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
+            .map(str::to_owned),
+        client_upgrade: if is_upgrade {
+            parts.extensions.remove::<OnUpgrade>()
+        } else {
+            None
+        },
+        method: parts.method.clone(),
+        path,
+    };
+
+    // Phase: upstream request.
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let target = format!(
+        "http://{}{}{}",
+        cfg.upstream.authority, cfg.upstream.base_path, path_and_query
+    );
+    let Ok(uri) = target.parse::<Uri>() else {
+        return json_error(StatusCode::BAD_REQUEST, "bad_request", "request target cannot be forwarded");
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
+    headers::add_forwarded(&mut parts.headers, peer);
+    let body: Body = if is_upgrade {
+        empty()
+    } else {
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    };
+    let upstream_req = Request::from_parts(parts, body);
+    let resp = match shared
+        .upstream
+        .send(upstream_req, cfg.upstream.request_timeout)
+        .await
+    {
+        Ok(resp) => resp,
+        Err(e) => return upstream_failure(shared, &e),
+    };
+    upstream_response(resp, ex, shared, settings).await
+}
+
+/// One place turns upstream failures into answers: 504 for a timeout, 502 for everything else.
+fn upstream_failure(shared: &Shared, e: &UpstreamError) -> Response<Body> {
+    shared.metrics.upstream_error(e.kind());
+    tracing::warn!(error = %e, kind = e.kind(), "upstream failed");
+    match e {
+        UpstreamError::Timeout(_) => json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", &e.to_string()),
+        _ => json_error(StatusCode::BAD_GATEWAY, "upstream_unavailable", &e.to_string()),
+    }
+}
+
+async fn upstream_response(
+    mut resp: Response<Incoming>,
+    ex: Exchange,
+    shared: &Arc<Shared>,
+    settings: &Settings,
+) -> Response<Body> {
+    let cfg = &settings.config;
+    let status = resp.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = ex.client_upgrade {
+            let upstream = resp.extensions_mut().remove::<OnUpgrade>();
+            upgrade::tunnel(client, upstream);
+        }
+        let (mut parts, _) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, true);
+        return Response::from_parts(parts, empty());
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, false);
+    let ts = now_millis();
+    publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
+    cache_control::apply(&cfg.cache_control.rules, &ex.method, &ex.path, &mut parts.headers);
+    if ex.method == Method::GET && status.is_success() {
+        stamp_position(&mut parts.headers, &ex.path, shared, settings).await;
+    }
+    let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
+    let body = match ex.plan {
+        Some(plan) if status.is_success() => emit_on_success(plan, &ex.actor, ex.origin_client, ts, body, shared, cfg.limits.event_body_max_bytes),
+        _ => body,
+    };
+    Response::from_parts(parts, body)
+}
+
+/// `X-Sync-Event` is the application's own way to publish; it never reaches the client.
+fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, ts: u64, shared: &Shared) {
+    if !headers.contains_key("x-sync-event") {
+        return;
+    }
+    let values: Vec<HeaderValue> = headers.get_all("x-sync-event").iter().cloned().collect();
+    headers.remove("x-sync-event");
+    let ctx = EmitContext {
+        actor: ex.actor.as_deref(),
+        origin_client: ex.origin_client.as_deref(),
+        ts,
+    };
+    for value in values {
+        match external::parse(value.as_bytes(), &ctx) {
+            Ok(draft) => shared.publisher.publish(draft),
+            Err(e) => tracing::warn!(path = %ex.path, error = %e, "ignored X-Sync-Event header"),
+        }
+    }
+}
+
+/// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).
+async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, settings: &Settings) {
+    let channels = settings.matcher.read_channels(path);
+    if channels.is_empty() {
+        return;
+    }
+    let seqs = shared.broker.positions(&channels).await;
+    let positions: Vec<(String, u64)> = channels.into_iter().zip(seqs).collect();
+    let Ok(value) = HeaderValue::from_str(&sse::format_positions(&positions)) else {
+        return;
+    };
+    headers.insert("x-sync-position", value);
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        let exposed = match headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev}, X-Sync-Position"),
+            _ => "X-Sync-Position".to_owned(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&exposed) {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+        }
+    }
+}
+
+/// Emits at once when the event needs nothing from the body; otherwise when the body has streamed.
+fn emit_on_success(
+    plan: EventPlan,
+    actor: &Option<Arc<str>>,
+    origin_client: Option<String>,
+    ts: u64,
+    body: Body,
+    shared: &Arc<Shared>,
+    limit: usize,
+) -> Body {
+    let wants_body = plan.wants_body();
+    let actor = actor.as_deref().map(str::to_owned);
+    let publisher = shared.publisher.clone();
+    let emit = move |bytes: &[u8], complete: bool| {
+        let ctx = EmitContext {
+            actor: actor.as_deref(),
+            origin_client: origin_client.as_deref(),
+            ts,
+        };
+        if let Some(draft) = plan.build(BodyPrefix { bytes, complete }, &ctx) {
+            publisher.publish(draft);
+        }
+    };
+    if !wants_body {
+        emit(&[], true);
+        return body;
+    }
+    tap::Tap::new(body, limit, Box::new(emit)).boxed_unsync()
+}

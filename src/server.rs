@@ -1,0 +1,88 @@
+//! Accept loops for the public and admin listeners, with graceful shutdown designed in.
+//!
+//! Each connection runs its own task; on shutdown the listener closes, every HTTP connection is told
+//! to finish its in-flight request and close, and `serve` returns once all have ended or the grace
+//! period is over, whichever comes first.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use crate::body::Body;
+
+/// A client that has not sent its request head within this time is dropped (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Request heads larger than this are refused (hyper answers 431).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+pub async fn serve<H, F>(
+    name: &'static str,
+    listener: TcpListener,
+    handler: H,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        .keep_alive(true);
+    // Every connection task holds a sender; when all are dropped, `recv` returns None.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let service = service_fn(move |req| handler(req, peer));
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut conn_shutdown = shutdown.clone();
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            let _alive = alive;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    drop(alive_tx);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!(listener = name, ?grace, "shutdown grace elapsed with requests still in flight");
+    }
+}

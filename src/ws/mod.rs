@@ -1,0 +1,8 @@
+//! Delivering events to browsers: WebSocket handshake and per-connection loop, the socket protocol,
+//! channel access rules, and SSE.
+
+pub mod access;
+pub mod connection;
+pub mod handshake;
+pub mod protocol;
+pub mod sse;
