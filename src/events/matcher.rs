@@ -1,42 +1,390 @@
-//! SKELETON — to be implemented: explicit rules (RegexSet) first, then the REST convention.
+//! Deciding what a request will emit: explicit rules first (first match wins), then the REST convention.
+//!
+//! `EventMatcher` is compiled once per config and asked on every proxied request, so `plan` is cheap:
+//! safe methods return at once without allocating, and all rule paths are tried in one `RegexSet`
+//! pass. An `EventPlan` carries what the path already told us until the response body has ended;
+//! `build` then fills in what only the body knows. This module does not buffer bodies, number events
+//! or deliver them (proxy and broker do), and it never panics on any path or body.
+
+use std::sync::Arc;
 
 use http::Method;
+use regex::{Regex, RegexSet};
+use serde_json::Value;
 
+use super::body;
+use super::rest::{self, Action, RestTarget, dedup};
+use super::template::Vars;
 use super::{BodyPrefix, EmitContext, EventDraft};
-use crate::config::EventsConfig;
+use crate::config::{EventRule, EventsConfig};
 
 /// Compiled event rules; built once per config.
 #[derive(Debug, Clone)]
-pub struct EventMatcher {}
+pub struct EventMatcher {
+    rules: Vec<Arc<CompiledRule>>,
+    rule_paths: PathSet,
+    /// `None` when `events.auto.enabled` is false.
+    auto: Option<PathSet>,
+    /// `events.auto.prefix` without a trailing slash. Also used to name the resource of rule events,
+    /// so it is kept even when the automatic convention is off.
+    prefix: String,
+}
 
 /// What one request will emit if its answer is 2xx; decided before the request is forwarded.
 #[derive(Debug, Clone)]
-pub struct EventPlan {}
+pub struct EventPlan {
+    kind: PlanKind,
+    wants_body: bool,
+}
+
+#[derive(Debug, Clone)]
+enum PlanKind {
+    Rule(RulePlan),
+    Auto { target: RestTarget, action: Action },
+}
+
+#[derive(Debug, Clone)]
+struct RulePlan {
+    rule: Arc<CompiledRule>,
+    /// Named captures that took part in the match, as (name, text).
+    captures: Vec<(String, String)>,
+    /// The path read by the convention, for `resource` and as the last source of `resource_id`.
+    target: Option<RestTarget>,
+    action: Option<Action>,
+    method_is_post: bool,
+}
+
+#[derive(Debug)]
+struct CompiledRule {
+    rule: EventRule,
+    /// Named groups of `rule.path`, so `plan` copies only those out of the match.
+    capture_names: Vec<String>,
+    /// `id`, `data` or a `{body.x}` template: the rule cannot be built without the body.
+    reads_body: bool,
+}
+
+/// Regexes tried together. The `RegexSet` finds every candidate in one pass; the individual `Regex`
+/// stays authoritative (captures, and a fallback scan if the set could not be built, e.g. when the
+/// combined program exceeds the regex size limit although each pattern alone did not).
+#[derive(Debug, Clone)]
+struct PathSet {
+    set: Option<RegexSet>,
+    regexes: Vec<Regex>,
+}
+
+impl PathSet {
+    fn new(regexes: Vec<Regex>) -> PathSet {
+        let set = if regexes.is_empty() {
+            None
+        } else {
+            match RegexSet::new(regexes.iter().map(Regex::as_str)) {
+                Ok(set) => Some(set),
+                Err(error) => {
+                    tracing::warn!(%error, "path regexes could not be combined; trying them one by one");
+                    None
+                }
+            }
+        };
+        PathSet { set, regexes }
+    }
+
+    fn is_match(&self, path: &str) -> bool {
+        match &self.set {
+            Some(set) => set.is_match(path),
+            None => self.regexes.iter().any(|re| re.is_match(path)),
+        }
+    }
+
+    /// The first result of `f` over candidate patterns in index order. `f` must confirm the match
+    /// with the regex it is given (via `captures`), since without a set every pattern is a candidate.
+    fn find_map<T>(&self, path: &str, mut f: impl FnMut(usize, &Regex) -> Option<T>) -> Option<T> {
+        match &self.set {
+            Some(set) => set
+                .matches(path)
+                .into_iter()
+                .find_map(|i| self.regexes.get(i).and_then(|re| f(i, re))),
+            None => self.regexes.iter().enumerate().find_map(|(i, re)| f(i, re)),
+        }
+    }
+}
+
+/// Methods that never change anything: answered without a single allocation on the hot path.
+fn is_safe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    )
+}
 
 impl EventMatcher {
-    pub fn new(_cfg: &EventsConfig) -> EventMatcher {
-        todo!()
+    pub fn new(cfg: &EventsConfig) -> EventMatcher {
+        let rules: Vec<Arc<CompiledRule>> = cfg
+            .rules
+            .iter()
+            .map(|rule| {
+                let reads_body = rule.id.is_some()
+                    || !rule.data.is_empty()
+                    || rule.event_type.uses_body()
+                    || rule.channels.iter().any(|t| t.uses_body())
+                    || rule.invalidate.iter().flatten().any(|t| t.uses_body());
+                Arc::new(CompiledRule {
+                    capture_names: rule
+                        .path
+                        .capture_names()
+                        .flatten()
+                        .map(str::to_owned)
+                        .collect(),
+                    reads_body,
+                    rule: rule.clone(),
+                })
+            })
+            .collect();
+        let rule_paths = PathSet::new(cfg.rules.iter().map(|r| r.path.clone()).collect());
+        let auto = cfg
+            .auto
+            .enabled
+            .then(|| PathSet::new(cfg.auto.exclude.clone()));
+        EventMatcher {
+            rules,
+            rule_paths,
+            auto,
+            prefix: cfg.auto.prefix.trim_end_matches('/').to_owned(),
+        }
     }
 
     /// `None` when this method and path can never emit (GET, excluded, outside the prefix, …).
-    pub fn plan(&self, _method: &Method, _path: &str) -> Option<EventPlan> {
-        todo!()
+    ///
+    /// `path` is the request path without its query string. GET/HEAD/OPTIONS/TRACE/CONNECT never emit,
+    /// even if a rule lists them: SPEC says reads emit nothing, and this keeps reads allocation-free.
+    pub fn plan(&self, method: &Method, path: &str) -> Option<EventPlan> {
+        if is_safe(method) {
+            return None;
+        }
+        self.rule_plan(method, path)
+            .or_else(|| self.auto_plan(method, path))
     }
 
     /// The channels a GET of `path` belongs to by the REST convention (for `X-Sync-Position`).
-    pub fn read_channels(&self, _path: &str) -> Vec<String> {
-        todo!()
+    ///
+    /// The same channels a PUT to that path would publish to: a collection reads from its collection
+    /// channel (and its ancestors'), an item also from its own. Empty outside the prefix, on excluded
+    /// paths, or when the convention is disabled. Explicit rules are not consulted: they describe
+    /// mutations, and a read has no response-dependent template values to render them with.
+    pub fn read_channels(&self, path: &str) -> Vec<String> {
+        let Some(target) = self.auto_target(path) else {
+            return Vec::new();
+        };
+        target.channels(target.path_id.as_deref())
+    }
+
+    /// The lowest-index rule whose methods contain `method` and whose path matches.
+    fn rule_plan(&self, method: &Method, path: &str) -> Option<EventPlan> {
+        let (rule, captures) = self.rule_paths.find_map(path, |i, re| {
+            let rule = self.rules.get(i)?;
+            if !rule.rule.methods.contains(method) {
+                return None;
+            }
+            let caps = re.captures(path)?;
+            let captures: Vec<(String, String)> = rule
+                .capture_names
+                .iter()
+                .filter_map(|name| Some((name.clone(), caps.name(name)?.as_str().to_owned())))
+                .collect();
+            Some((Arc::clone(rule), captures))
+        })?;
+        let target = RestTarget::parse(&self.prefix, path);
+        let method_is_post = *method == Method::POST;
+        let has_id_capture = captures.iter().any(|(name, _)| name == "id");
+        // Without an id from the rule or the path, the convention reads a POST's id from the body.
+        let convention_reads_body = method_is_post
+            && !has_id_capture
+            && target.as_ref().is_some_and(|t| t.path_id.is_none());
+        Some(EventPlan {
+            wants_body: rule.reads_body || convention_reads_body,
+            kind: PlanKind::Rule(RulePlan {
+                rule,
+                captures,
+                target,
+                action: Action::from_method(method),
+                method_is_post,
+            }),
+        })
+    }
+
+    fn auto_plan(&self, method: &Method, path: &str) -> Option<EventPlan> {
+        let action = Action::from_method(method)?;
+        let target = self.auto_target(path)?;
+        Some(EventPlan {
+            wants_body: action == Action::Created && target.path_id.is_none(),
+            kind: PlanKind::Auto { target, action },
+        })
+    }
+
+    /// The path read by the convention, if the convention applies to it at all.
+    fn auto_target(&self, path: &str) -> Option<RestTarget> {
+        let excludes = self.auto.as_ref()?;
+        // Cheap checks before the exclude regexes and before `parse` allocates.
+        rest::below_prefix(&self.prefix, path)?;
+        if excludes.is_match(path) {
+            return None;
+        }
+        RestTarget::parse(&self.prefix, path)
     }
 }
 
 impl EventPlan {
     /// True when `build` needs the response body (ids, `data`, `{body.x}` templates).
     pub fn wants_body(&self) -> bool {
-        todo!()
+        self.wants_body
     }
 
     /// Called only for 2xx answers. `None` when nothing can be emitted (e.g. every channel failed to render).
-    pub fn build(&self, _body: BodyPrefix<'_>, _ctx: &EmitContext<'_>) -> Option<EventDraft> {
-        todo!()
+    ///
+    /// The body is parsed only when `wants_body` said so; a truncated or non-JSON body simply has no
+    /// values, so ids are missing, `{body.x}` templates fail to render and `data` is null.
+    pub fn build(&self, body: BodyPrefix<'_>, ctx: &EmitContext<'_>) -> Option<EventDraft> {
+        let json = if self.wants_body {
+            body::parse(body)
+        } else {
+            None
+        };
+        match &self.kind {
+            PlanKind::Auto { target, action } => {
+                Some(build_auto(target, *action, json.as_ref(), ctx))
+            }
+            PlanKind::Rule(plan) => build_rule(plan, json.as_ref(), ctx),
+        }
     }
 }
+
+fn build_auto(
+    target: &RestTarget,
+    action: Action,
+    json: Option<&Value>,
+    ctx: &EmitContext<'_>,
+) -> EventDraft {
+    let resource_id = match (&target.path_id, action) {
+        (Some(id), _) => Some(id.clone()),
+        (None, Action::Created) => body::top_level_id(json),
+        (None, _) => None,
+    };
+    // A new item has no subscribers yet, so a POST publishes only to its collection and ancestors.
+    let item_channel = match action {
+        Action::Created => None,
+        Action::Updated | Action::Deleted => target.path_id.as_deref(),
+    };
+    EventDraft {
+        event_type: target.event_type(action),
+        channels: target.channels(item_channel),
+        resource: Some(target.collection.clone()),
+        invalidate: target.invalidate(resource_id.as_deref()),
+        resource_id,
+        action: Some(action.as_str().to_owned()),
+        data: Value::Null,
+        actor: ctx.actor.map(str::to_owned),
+        ts: ctx.ts,
+        origin_client: ctx.origin_client.map(str::to_owned),
+    }
+}
+
+fn build_rule(plan: &RulePlan, json: Option<&Value>, ctx: &EmitContext<'_>) -> Option<EventDraft> {
+    let rule = &plan.rule.rule;
+    let vars = RuleVars {
+        captures: &plan.captures,
+        body: json,
+        user: ctx.actor,
+    };
+    let Some(event_type) = rule.event_type.render(&vars).filter(|t| !t.is_empty()) else {
+        tracing::debug!(
+            rule = rule.path.as_str(),
+            "event type did not render; no event"
+        );
+        return None;
+    };
+    let channels = dedup(
+        rule.channels
+            .iter()
+            .filter_map(|t| t.render(&vars))
+            .filter(|c| !c.is_empty())
+            .collect(),
+    );
+    if channels.is_empty() {
+        tracing::debug!(rule = rule.path.as_str(), "no channel rendered; no event");
+        return None;
+    }
+    let invalidate = dedup(
+        rule.invalidate
+            .iter()
+            .filter_map(|key| key.iter().map(|part| part.render(&vars)).collect())
+            .collect(),
+    );
+    Some(EventDraft {
+        event_type,
+        channels,
+        resource: plan.target.as_ref().map(|t| t.collection.clone()),
+        resource_id: rule_resource_id(plan, json),
+        action: plan.action.map(|a| a.as_str().to_owned()),
+        invalidate,
+        data: body::pick_data(json, &rule.data),
+        actor: ctx.actor.map(str::to_owned),
+        ts: ctx.ts,
+        origin_client: ctx.origin_client.map(str::to_owned),
+    })
+}
+
+/// The rule's `id` pointer, else the `id` capture, else what the convention gives for the path (the
+/// path's id, or a POST's top-level body `id`). Later sources also stand in when an earlier one has no
+/// value, e.g. `id: /id` on a PUT answered 204: the path still names the item.
+fn rule_resource_id(plan: &RulePlan, json: Option<&Value>) -> Option<String> {
+    let rule = &plan.rule.rule;
+    rule.id
+        .as_deref()
+        .and_then(|pointer| body::id_at_pointer(json, pointer))
+        .or_else(|| RuleVars::find(&plan.captures, "id").map(str::to_owned))
+        .or_else(|| {
+            let target = plan.target.as_ref()?;
+            match &target.path_id {
+                Some(id) => Some(id.clone()),
+                None if plan.method_is_post => body::top_level_id(json),
+                None => None,
+            }
+        })
+}
+
+/// Template variables for one rule event.
+struct RuleVars<'a> {
+    captures: &'a [(String, String)],
+    body: Option<&'a Value>,
+    user: Option<&'a str>,
+}
+
+impl RuleVars<'_> {
+    fn find<'c>(captures: &'c [(String, String)], name: &str) -> Option<&'c str> {
+        captures
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Vars for RuleVars<'_> {
+    fn capture(&self, name: &str) -> Option<&str> {
+        RuleVars::find(self.captures, name)
+    }
+
+    fn body_field(&self, path: &[String]) -> Option<String> {
+        body::field(self.body?, path).and_then(body::scalar_text)
+    }
+
+    fn user(&self) -> Option<&str> {
+        self.user
+    }
+}
+
+#[cfg(test)]
+#[path = "matcher_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "matcher_rule_tests.rs"]
+mod rule_tests;

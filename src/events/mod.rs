@@ -5,6 +5,7 @@
 //! This module knows nothing about sockets or brokers: it produces `EventDraft`s, and the broker gives
 //! them a `seq` and an envelope (`envelope.rs`).
 
+mod body;
 pub mod envelope;
 pub mod external;
 mod matcher;
