@@ -1,1 +1,165 @@
-fn main() {}
+//! The `syncgate` command line: parse arguments, load config, run. Everything else is in the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use syncgate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "syncgate", version, about = "Realtime sync for an unchanged REST API: a reverse-proxy sidecar")]
+struct Cli {
+    /// YAML config file; without one, the embedded defaults (listen 0.0.0.0:8080, upstream
+    /// http://127.0.0.1:8000, memory broker, automatic events).
+    #[arg(long, env = "SYNCGATE_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar (the default).
+    Run,
+    /// Validate a config and print the resolved rule table; exit 1 on any error.
+    Check,
+    /// Connect like a browser would and print every event of CHANNELs as one JSON line.
+    Tail {
+        /// The sidecar (http://host:8080) or its socket URL (ws://host:8080/api/ws).
+        #[arg(long)]
+        url: String,
+        /// Access token sent as the token query parameter (browsers cannot set socket headers).
+        #[arg(long)]
+        token: Option<String>,
+        /// Origin header to send (defaults to the URL's own origin).
+        #[arg(long)]
+        origin: Option<String>,
+        #[arg(required = true)]
+        channels: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(cli.config.as_deref()),
+        Command::Run => run(cli.config),
+        Command::Tail { url, token, origin, channels } => tail(syncgate::tail::TailOptions { url, channels, token, origin }),
+    }
+}
+
+fn load(path: Option<&Path>) -> Result<Config, String> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| e.to_string()),
+        None => Ok(Config::default()),
+    }
+}
+
+fn check(path: Option<&Path>) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            let source = path.map_or("<embedded defaults>".into(), |p| p.display().to_string());
+            println!("config OK: {source}\n");
+            print!("{}", syncgate::config::render_rule_table(&config));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(config.log.format);
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let running = match syncgate::start(config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        signals(running, path).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM/SIGINT drain and stop; SIGHUP reloads the config file, keeping the old one if invalid.
+async fn signals(running: syncgate::Running, path: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        tracing::error!("cannot install signal handlers; running until killed");
+        running.wait().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => reload(&running, path.as_deref()),
+        }
+    }
+    tracing::info!("shutting down: draining connections");
+    running.shutdown().await;
+    tracing::info!("stopped");
+}
+
+fn reload(running: &syncgate::Running, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP ignored: running on embedded defaults, no file to reload");
+        return;
+    };
+    match Config::load(path).map_err(|e| e.to_string()).and_then(|c| running.reload(c)) {
+        Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+        Err(e) => tracing::error!(path = %path.display(), error = %e, "config reload refused; the old config keeps serving"),
+    }
+}
+
+fn tail(opts: syncgate::tail::TailOptions) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(syncgate::tail::run(opts, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
