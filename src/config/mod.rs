@@ -7,7 +7,11 @@
 mod error;
 mod load;
 mod raw;
+mod rules;
+mod sockets;
 mod table;
+#[cfg(test)]
+mod tests;
 mod units;
 
 use std::net::SocketAddr;
