@@ -121,12 +121,22 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
     let admin_addr = local_addr(&listeners.admin, "admin_listen", config.admin_listen)?;
     let metrics = Arc::new(Metrics::new());
     let memory = MemoryBroker::new(config.history);
-    memory.spawn_sweeper(config.history.ttl.clamp(Duration::from_secs(1), Duration::from_secs(30)));
+    memory.spawn_sweeper(
+        config
+            .history
+            .ttl
+            .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+    );
     let broker: Arc<dyn Broker> = memory;
     metrics.set_broker_up(broker.is_up());
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(Settings::new(config), broker, metrics, shutdown_rx.clone()));
+    let shared = Arc::new(Shared::new(
+        Settings::new(config),
+        broker,
+        metrics,
+        shutdown_rx.clone(),
+    ));
     spawn_upstream_probe(Arc::clone(&shared), shutdown_rx.clone());
 
     let public = {

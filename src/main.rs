@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use syncgate::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "syncgate", version, about = "Realtime sync for an unchanged REST API: a reverse-proxy sidecar")]
+#[command(
+    name = "syncgate",
+    version,
+    about = "Realtime sync for an unchanged REST API: a reverse-proxy sidecar"
+)]
 struct Cli {
     /// YAML config file; without one, the embedded defaults (listen 0.0.0.0:8080, upstream
     /// http://127.0.0.1:8000, memory broker, automatic events).
@@ -44,7 +48,17 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => check(cli.config.as_deref()),
         Command::Run => run(cli.config),
-        Command::Tail { url, token, origin, channels } => tail(syncgate::tail::TailOptions { url, channels, token, origin }),
+        Command::Tail {
+            url,
+            token,
+            origin,
+            channels,
+        } => tail(syncgate::tail::TailOptions {
+            url,
+            channels,
+            token,
+            origin,
+        }),
     }
 }
 
@@ -71,13 +85,17 @@ fn check(path: Option<&Path>) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -116,7 +134,10 @@ fn run(path: Option<PathBuf>) -> ExitCode {
 /// SIGTERM/SIGINT drain and stop; SIGHUP reloads the config file, keeping the old one if invalid.
 async fn signals(running: syncgate::Running, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("cannot install signal handlers; running until killed");
         running.wait().await;
         return;
@@ -138,9 +159,14 @@ fn reload(running: &syncgate::Running, path: Option<&Path>) {
         tracing::warn!("SIGHUP ignored: running on embedded defaults, no file to reload");
         return;
     };
-    match Config::load(path).map_err(|e| e.to_string()).and_then(|c| running.reload(c)) {
+    match Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| running.reload(c))
+    {
         Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
-        Err(e) => tracing::error!(path = %path.display(), error = %e, "config reload refused; the old config keeps serving"),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "config reload refused; the old config keeps serving")
+        }
     }
 }
 

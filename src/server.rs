@@ -83,6 +83,10 @@ pub async fn serve<H, F>(
     drop(listener);
     drop(alive_tx);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
-        tracing::warn!(listener = name, ?grace, "shutdown grace elapsed with requests still in flight");
+        tracing::warn!(
+            listener = name,
+            ?grace,
+            "shutdown grace elapsed with requests still in flight"
+        );
     }
 }

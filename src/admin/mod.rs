@@ -22,20 +22,34 @@ use crate::state::Shared;
 /// Largest `POST /publish` body accepted.
 const MAX_PUBLISH_BODY: usize = 1024 * 1024;
 
-pub async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    req: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => json(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::GET | &Method::HEAD, "/healthz") => {
+            json(StatusCode::OK, &json!({"status": "ok"}))
+        }
         (&Method::GET | &Method::HEAD, "/readyz") => readiness(&shared),
         (&Method::GET, "/metrics") => {
             let mut resp = Response::new(full(shared.metrics.encode()));
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
             resp
         }
         (&Method::POST, "/publish") => publish(req, &shared).await,
-        (_, "/healthz" | "/readyz" | "/metrics" | "/publish") => {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "see SPEC: GET /healthz, /readyz, /metrics; POST /publish")
-        }
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "admin endpoints: /healthz, /readyz, /metrics, /publish"),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/publish") => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "see SPEC: GET /healthz, /readyz, /metrics; POST /publish",
+        ),
+        _ => json_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "admin endpoints: /healthz, /readyz, /metrics, /publish",
+        ),
     };
     Ok(resp)
 }
@@ -54,7 +68,11 @@ fn readiness(shared: &Shared) -> Response<Body> {
         None
     };
     let body = json!({"ready": reason.is_none(), "reason": reason, "upstream": upstream_up, "broker": broker_up});
-    let status = if reason.is_none() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if reason.is_none() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     json(status, &body)
 }
 
@@ -64,7 +82,10 @@ async fn publish(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
         return json_error(
             StatusCode::UNAUTHORIZED,
             "publish_disabled",
-            &format!("publishing is disabled: set the {} environment variable", settings.config.publish.token_env),
+            &format!(
+                "publishing is disabled: set the {} environment variable",
+                settings.config.publish.token_env
+            ),
         );
     };
     let presented = req
@@ -74,15 +95,33 @@ async fn publish(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        let mut resp = json_error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token");
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        let mut resp = json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong bearer token",
+        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return resp;
     }
-    let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY).collect().await {
+    let body = match Limited::new(req.into_body(), MAX_PUBLISH_BODY)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "publish bodies are limited to 1 MiB"),
+        Err(_) => {
+            return json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "publish bodies are limited to 1 MiB",
+            );
+        }
     };
-    let ctx = EmitContext { actor: None, origin_client: None, ts: now_millis() };
+    let ctx = EmitContext {
+        actor: None,
+        origin_client: None,
+        ts: now_millis(),
+    };
     let draft = match external::parse(&body, &ctx) {
         Ok(d) => d,
         Err(message) => return json_error(StatusCode::BAD_REQUEST, "bad_request", &message),
@@ -95,6 +134,10 @@ async fn publish(req: Request<Incoming>, shared: &Shared) -> Response<Body> {
                 &json!({"channel": first.map(|p| &p.channel), "seq": first.map(|p| p.seq), "published": published}),
             )
         }
-        None => json_error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", "the broker could not take the event; retry"),
+        None => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "broker_unavailable",
+            "the broker could not take the event; retry",
+        ),
     }
 }

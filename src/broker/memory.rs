@@ -278,8 +278,17 @@ mod tests {
             b.publish(draft(&["a", "b"])).await.unwrap();
         }
         let p = b.publish(draft(&["a"])).await.unwrap();
-        assert_eq!(p, vec![Published { channel: "a".into(), seq: 4 }]);
-        assert_eq!(b.positions(&["a".into(), "b".into(), "c".into()]).await, [4, 3, 0]);
+        assert_eq!(
+            p,
+            vec![Published {
+                channel: "a".into(),
+                seq: 4
+            }]
+        );
+        assert_eq!(
+            b.positions(&["a".into(), "b".into(), "c".into()]).await,
+            [4, 3, 0]
+        );
     }
 
     #[tokio::test]
@@ -291,7 +300,10 @@ mod tests {
         let (s, _rx) = sub("tab-b", 8);
         let out = b.subscribe("a", Some(2), &s).await.unwrap();
         assert_eq!(out.resume, Resume::Recovered);
-        assert_eq!(out.replay.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!(
+            out.replay.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4, 5]
+        );
         assert_eq!(out.seq, 5);
     }
 
@@ -302,11 +314,17 @@ mod tests {
             b.publish(draft(&["a"])).await.unwrap();
         }
         let (s, _rx) = sub("tab-b", 8);
-        assert_eq!(b.subscribe("a", Some(1), &s).await.unwrap().resume, Resume::Reset);
+        assert_eq!(
+            b.subscribe("a", Some(1), &s).await.unwrap().resume,
+            Resume::Reset
+        );
         // Position 3 is still covered: 4 and 5 are in the ring.
         assert_eq!(b.subscribe("a", Some(3), &s).await.unwrap().replay.len(), 2);
         // A position from the future (another process's numbering) cannot be trusted.
-        assert_eq!(b.subscribe("a", Some(99), &s).await.unwrap().resume, Resume::Reset);
+        assert_eq!(
+            b.subscribe("a", Some(99), &s).await.unwrap().resume,
+            Resume::Reset
+        );
     }
 
     #[tokio::test]

@@ -71,9 +71,25 @@ mod tests {
     #[test]
     fn bad_bodies_are_explained() {
         let ctx = EmitContext::default();
-        assert!(parse(b"{", &ctx).unwrap_err().contains("invalid event JSON"));
-        assert!(parse(br#"{"type":"x"}"#, &ctx).unwrap_err().contains("channel"));
-        assert!(parse(br#"{"channel":"a b","type":"x"}"#, &ctx).unwrap_err().contains("invalid channel"));
-        assert!(parse(br#"{"channel":"a","type":"x","extra":1}"#, &ctx).unwrap_err().contains("unknown field"));
+        assert!(
+            parse(b"{", &ctx)
+                .unwrap_err()
+                .contains("invalid event JSON")
+        );
+        assert!(
+            parse(br#"{"type":"x"}"#, &ctx)
+                .unwrap_err()
+                .contains("channel")
+        );
+        assert!(
+            parse(br#"{"channel":"a b","type":"x"}"#, &ctx)
+                .unwrap_err()
+                .contains("invalid channel")
+        );
+        assert!(
+            parse(br#"{"channel":"a","type":"x","extra":1}"#, &ctx)
+                .unwrap_err()
+                .contains("unknown field")
+        );
     }
 }

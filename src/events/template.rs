@@ -32,9 +32,7 @@ pub enum TemplateError {
     Stray(usize),
     #[error("empty variable '{{}}' at byte {0}")]
     Empty(usize),
-    #[error(
-        "bad variable '{{{0}}}': use {{name}} for a path capture, {{body.FIELD}} or {{user}}"
-    )]
+    #[error("bad variable '{{{0}}}': use {{name}} for a path capture, {{body.FIELD}} or {{user}}")]
     BadVariable(String),
 }
 
@@ -135,7 +133,9 @@ impl fmt::Display for Template {
 
 fn parse_variable(name: &str) -> Result<Part, TemplateError> {
     let valid_ident = |s: &str| {
-        !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     };
     if name == "user" {
         return Ok(Part::User);

@@ -5,9 +5,9 @@ use http::{HeaderMap, Method, header};
 use crate::config::CacheRule;
 
 pub fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
-    let rule = rules.iter().find(|r| {
-        r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.is_match(path)
-    });
+    let rule = rules
+        .iter()
+        .find(|r| r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.is_match(path));
     if let Some(rule) = rule {
         if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
             return;
@@ -22,7 +22,12 @@ mod tests {
     use http::HeaderValue;
     use regex::Regex;
 
-    fn rule(path: &str, methods: Option<Vec<Method>>, value: &'static str, only: bool) -> CacheRule {
+    fn rule(
+        path: &str,
+        methods: Option<Vec<Method>>,
+        value: &'static str,
+        only: bool,
+    ) -> CacheRule {
         CacheRule {
             path: Regex::new(path).unwrap(),
             methods,

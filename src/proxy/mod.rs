@@ -44,7 +44,9 @@ pub async fn handle(
     let method = req.method().clone();
     let resp = route(req, &shared, peer).await;
     let status = resp.status().as_u16();
-    shared.metrics.observe_http(&method, status, start.elapsed());
+    shared
+        .metrics
+        .observe_http(&method, status, start.elapsed());
     tracing::debug!(%method, status, elapsed_us = start.elapsed().as_micros() as u64, "request");
     Ok(resp)
 }
@@ -125,7 +127,11 @@ async fn forward(
         cfg.upstream.authority, cfg.upstream.base_path, path_and_query
     );
     let Ok(uri) = target.parse::<Uri>() else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "request target cannot be forwarded");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "request target cannot be forwarded",
+        );
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
@@ -153,8 +159,16 @@ fn upstream_failure(shared: &Shared, e: &UpstreamError) -> Response<Body> {
     shared.metrics.upstream_error(e.kind());
     tracing::warn!(error = %e, kind = e.kind(), "upstream failed");
     match e {
-        UpstreamError::Timeout(_) => json_error(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", &e.to_string()),
-        _ => json_error(StatusCode::BAD_GATEWAY, "upstream_unavailable", &e.to_string()),
+        UpstreamError::Timeout(_) => json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            &e.to_string(),
+        ),
+        _ => json_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -179,13 +193,26 @@ async fn upstream_response(
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let ts = now_millis();
     publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
-    cache_control::apply(&cfg.cache_control.rules, &ex.method, &ex.path, &mut parts.headers);
+    cache_control::apply(
+        &cfg.cache_control.rules,
+        &ex.method,
+        &ex.path,
+        &mut parts.headers,
+    );
     if ex.method == Method::GET && status.is_success() {
         stamp_position(&mut parts.headers, &ex.path, shared, settings).await;
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let body = match ex.plan {
-        Some(plan) if status.is_success() => emit_on_success(plan, &ex.actor, ex.origin_client, ts, body, shared, cfg.limits.event_body_max_bytes),
+        Some(plan) if status.is_success() => emit_on_success(
+            plan,
+            &ex.actor,
+            ex.origin_client,
+            ts,
+            body,
+            shared,
+            cfg.limits.event_body_max_bytes,
+        ),
         _ => body,
     };
     Response::from_parts(parts, body)
@@ -224,7 +251,10 @@ async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, se
     };
     headers.insert("x-sync-position", value);
     if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
-        let exposed = match headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).and_then(|v| v.to_str().ok()) {
+        let exposed = match headers
+            .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.is_empty() => format!("{prev}, X-Sync-Position"),
             _ => "X-Sync-Position".to_owned(),
         };

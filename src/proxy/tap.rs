@@ -59,7 +59,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = this;
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -70,6 +71,12 @@ where
                         } else {
                             this.copy.extend_from_slice(data);
                         }
+                    }
+                }
+                // hyper stops polling once a sized body reports its end, so `None` may never come.
+                if this.inner.is_end_stream() {
+                    if let Some(done) = this.on_done.take() {
+                        done(this.copy, !*this.truncated);
                     }
                 }
             }
@@ -111,9 +118,13 @@ mod tests {
             .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
             .collect();
         let body = StreamBody::new(futures_util::stream::iter(frames));
-        let tap = Tap::new(body, limit, Box::new(move |b, complete| {
-            *seen2.lock().unwrap() = Some((b.to_vec(), complete));
-        }));
+        let tap = Tap::new(
+            body,
+            limit,
+            Box::new(move |b, complete| {
+                *seen2.lock().unwrap() = Some((b.to_vec(), complete));
+            }),
+        );
         let out = tap.collect().await.unwrap().to_bytes();
         let got = seen.lock().unwrap().take();
         (String::from_utf8(out.to_vec()).unwrap(), got)

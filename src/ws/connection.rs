@@ -83,7 +83,11 @@ where
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), conn.ws.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            conn.ws.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
     for channel in conn.subs.keys() {
         shared.broker.unsubscribe(channel, conn.sub.id());
@@ -95,7 +99,11 @@ impl<S> Conn<'_, S>
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
-    async fn run(&mut self, queue: &mut tokio::sync::mpsc::Receiver<Arc<Event>>, ping_every: Duration) -> End {
+    async fn run(
+        &mut self,
+        queue: &mut tokio::sync::mpsc::Receiver<Arc<Event>>,
+        ping_every: Duration,
+    ) -> End {
         let welcome = ServerMsg::Welcome {
             client_id: &self.session.client_id,
             user: self.session.user.as_deref(),
@@ -188,15 +196,24 @@ where
         if !self.subs.contains_key(&channel) && self.subs.len() >= self.max_subscriptions {
             let err = ProtocolError::new(
                 ErrorCode::TooMany,
-                format!("at most {} subscriptions per connection", self.max_subscriptions),
+                format!(
+                    "at most {} subscriptions per connection",
+                    self.max_subscriptions
+                ),
                 Some("subscribe"),
             );
             return self.send_error(&err).await;
         }
-        let outcome = match self.shared.broker.subscribe(&channel, since, &self.sub).await {
+        let outcome = match self
+            .shared
+            .broker
+            .subscribe(&channel, since, &self.sub)
+            .await
+        {
             Ok(outcome) => outcome,
             Err(e) => {
-                let err = ProtocolError::new(ErrorCode::Unavailable, e.to_string(), Some("subscribe"));
+                let err =
+                    ProtocolError::new(ErrorCode::Unavailable, e.to_string(), Some("subscribe"));
                 return self.send_error(&err).await;
             }
         };
@@ -213,7 +230,8 @@ where
         };
         self.send(msg.to_json()).await?;
         if outcome.resume == Resume::Reset {
-            self.send(ServerMsg::Reset { channel: &channel }.to_json()).await?;
+            self.send(ServerMsg::Reset { channel: &channel }.to_json())
+                .await?;
         }
         for event in &outcome.replay {
             self.feed_event(event).await?;
@@ -231,11 +249,17 @@ where
             return self.send_error(&err).await;
         }
         self.shared.broker.unsubscribe(&channel, self.sub.id());
-        self.send(ServerMsg::Unsubscribed { channel: &channel }.to_json()).await
+        self.send(ServerMsg::Unsubscribed { channel: &channel }.to_json())
+            .await
     }
 
     /// Client broadcast: only into a room this connection has joined, only when rooms allow it.
-    async fn publish(&mut self, channel: String, event_type: String, data: serde_json::Value) -> Result<(), End> {
+    async fn publish(
+        &mut self,
+        channel: String,
+        event_type: String,
+        data: serde_json::Value,
+    ) -> Result<(), End> {
         if !self.client_publish || !channel.starts_with(access::ROOM_PREFIX) {
             let err = ProtocolError::new(
                 ErrorCode::Forbidden,
@@ -245,7 +269,11 @@ where
             return self.send_error(&err).await;
         }
         if !self.subs.contains_key(&channel) {
-            let err = ProtocolError::new(ErrorCode::Forbidden, format!("join {channel:?} before publishing to it"), Some("publish"));
+            let err = ProtocolError::new(
+                ErrorCode::Forbidden,
+                format!("join {channel:?} before publishing to it"),
+                Some("publish"),
+            );
             return self.send_error(&err).await;
         }
         let draft = EventDraft {
@@ -295,8 +323,14 @@ where
         if self.sub.excludes(event) || self.is_own_room_message(event) {
             return Ok(());
         }
-        timed(self.shared, self.ws.feed(Message::Text(event.frame.clone()))).await?;
-        self.shared.metrics.observe_delivery(event.published_at.elapsed());
+        timed(
+            self.shared,
+            self.ws.feed(Message::Text(event.frame.clone())),
+        )
+        .await?;
+        self.shared
+            .metrics
+            .observe_delivery(event.published_at.elapsed());
         Ok(())
     }
 
@@ -322,7 +356,6 @@ where
         timed(self.shared, self.ws.flush()).await
     }
 }
-
 
 /// Bounds a write: a peer that stops reading is dropped instead of stalling this task forever.
 async fn timed(

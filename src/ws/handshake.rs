@@ -71,32 +71,63 @@ pub fn accept(mut req: Request<Incoming>, shared: Arc<Shared>, kind: SocketKind)
     let settings = shared.settings();
     let cfg = &settings.config;
     if shared.is_draining() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "draining", "this replica is shutting down; reconnect elsewhere");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this replica is shutting down; reconnect elsewhere",
+        );
     }
     if !origin_allowed(&cfg.websocket.allowed_origins, req.headers()) {
-        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this Origin may not open sockets here (websocket.allowed_origins)");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin may not open sockets here (websocket.allowed_origins)",
+        );
     }
     let headers = req.headers();
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        let mut resp = json_error(StatusCode::UPGRADE_REQUIRED, "bad_websocket_version", "only WebSocket version 13 is supported");
-        resp.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        let mut resp = json_error(
+            StatusCode::UPGRADE_REQUIRED,
+            "bad_websocket_version",
+            "only WebSocket version 13 is supported",
+        );
+        resp.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return resp;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return json_error(StatusCode::BAD_REQUEST, "bad_websocket_key", "missing Sec-WebSocket-Key");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_websocket_key",
+            "missing Sec-WebSocket-Key",
+        );
     };
     let accept_key = derive_accept_key(key.as_bytes());
     let user = auth::identify(&cfg.auth, headers);
     let mut auto_channels = Vec::new();
     if kind == SocketKind::Notifications {
         let Some(user) = &user else {
-            return json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the notifications socket needs an authenticated user");
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the notifications socket needs an authenticated user",
+            );
         };
         auto_channels.push(format!("{}{}", cfg.channels.user_prefix, user));
     }
     let Some(slot) = shared.try_open_socket(cfg.limits.max_connections) else {
         shared.metrics.ws_dropped("max_connections");
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached (limits.max_connections)");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "connection limit reached (limits.max_connections)",
+        );
     };
     let ws_config = socket_config(cfg.limits.max_message_bytes);
     let session = Session {
@@ -143,21 +174,45 @@ mod tests {
     #[test]
     fn same_host_policy_compares_origin_with_host() {
         let p = OriginPolicy::SameHost;
-        assert!(origin_allowed(&p, &headers(&[("host", "app.test:8080"), ("origin", "http://app.test:8080")])));
-        assert!(!origin_allowed(&p, &headers(&[("host", "app.test:8080"), ("origin", "https://evil.test")])));
-        assert!(origin_allowed(&p, &headers(&[("host", "app.test:8080")])), "no Origin: not a browser");
+        assert!(origin_allowed(
+            &p,
+            &headers(&[
+                ("host", "app.test:8080"),
+                ("origin", "http://app.test:8080")
+            ])
+        ));
+        assert!(!origin_allowed(
+            &p,
+            &headers(&[("host", "app.test:8080"), ("origin", "https://evil.test")])
+        ));
+        assert!(
+            origin_allowed(&p, &headers(&[("host", "app.test:8080")])),
+            "no Origin: not a browser"
+        );
     }
 
     #[test]
     fn listed_origins_only() {
         let p = OriginPolicy::List(vec!["https://app.example.com".into()]);
-        assert!(origin_allowed(&p, &headers(&[("origin", "https://app.example.com")])));
-        assert!(!origin_allowed(&p, &headers(&[("origin", "https://app.example.com.evil.test")])));
+        assert!(origin_allowed(
+            &p,
+            &headers(&[("origin", "https://app.example.com")])
+        ));
+        assert!(!origin_allowed(
+            &p,
+            &headers(&[("origin", "https://app.example.com.evil.test")])
+        ));
     }
 
     #[test]
     fn upgrade_detection_reads_token_lists() {
-        assert!(is_websocket_upgrade(&headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "WebSocket")])));
-        assert!(!is_websocket_upgrade(&headers(&[("connection", "keep-alive")])));
+        assert!(is_websocket_upgrade(&headers(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "WebSocket")
+        ])));
+        assert!(!is_websocket_upgrade(&headers(&[(
+            "connection",
+            "keep-alive"
+        )])));
     }
 }

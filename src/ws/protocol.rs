@@ -9,9 +9,18 @@ use serde_json::Value;
 /// A well-formed client message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientOp {
-    Subscribe { channel: String, since: Option<u64> },
-    Unsubscribe { channel: String },
-    Publish { channel: String, event_type: String, data: Value },
+    Subscribe {
+        channel: String,
+        since: Option<u64>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        event_type: String,
+        data: Value,
+    },
     Ping,
 }
 
@@ -66,7 +75,12 @@ pub fn parse(text: &str) -> Result<ClientOp, ProtocolError> {
     let wire: Wire = match serde_json::from_str::<Value>(text) {
         Ok(Value::Object(map)) => serde_json::from_value(Value::Object(map))
             .map_err(|e| ProtocolError::bad(format!("invalid message: {e}"), None))?,
-        Ok(_) => return Err(ProtocolError::bad("expected a JSON object with an \"op\"", None)),
+        Ok(_) => {
+            return Err(ProtocolError::bad(
+                "expected a JSON object with an \"op\"",
+                None,
+            ));
+        }
         Err(e) => return Err(ProtocolError::bad(format!("invalid JSON: {e}"), None)),
     };
     let op = match &wire.op {
@@ -219,9 +233,21 @@ mod tests {
             ("[1,2]", "JSON object", None),
             (r#"{"channel":"x"}"#, "missing \"op\"", None),
             (r#"{"op":"jump"}"#, "unknown op", Some("jump")),
-            (r#"{"op":"subscribe"}"#, "needs a string \"channel\"", Some("subscribe")),
-            (r#"{"op":"subscribe","channel":"a b"}"#, "invalid channel", Some("subscribe")),
-            (r#"{"op":"subscribe","channel":"a","since":-1}"#, "since", Some("subscribe")),
+            (
+                r#"{"op":"subscribe"}"#,
+                "needs a string \"channel\"",
+                Some("subscribe"),
+            ),
+            (
+                r#"{"op":"subscribe","channel":"a b"}"#,
+                "invalid channel",
+                Some("subscribe"),
+            ),
+            (
+                r#"{"op":"subscribe","channel":"a","since":-1}"#,
+                "since",
+                Some("subscribe"),
+            ),
         ];
         for (text, needle, op_ref) in cases {
             let err = parse(text).unwrap_err();
@@ -240,7 +266,12 @@ mod tests {
         );
         assert_eq!(ServerMsg::Pong.to_json(), r#"{"op":"pong"}"#);
         assert_eq!(
-            ServerMsg::Subscribed { channel: "p", seq: 3, recovered: true }.to_json(),
+            ServerMsg::Subscribed {
+                channel: "p",
+                seq: 3,
+                recovered: true
+            }
+            .to_json(),
             r#"{"op":"subscribed","channel":"p","seq":3,"recovered":true}"#
         );
     }

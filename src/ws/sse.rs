@@ -29,25 +29,50 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
     let settings = shared.settings();
     let cfg = &settings.config;
     if shared.is_draining() {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "draining", "this replica is shutting down; reconnect elsewhere");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this replica is shutting down; reconnect elsewhere",
+        );
     }
     if !origin_allowed(&cfg.websocket.allowed_origins, req.headers()) {
-        return json_error(StatusCode::FORBIDDEN, "origin_not_allowed", "this Origin may not open event streams here (websocket.allowed_origins)");
+        return json_error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin may not open event streams here (websocket.allowed_origins)",
+        );
     }
     let query = req.uri().query().unwrap_or("");
     let channels = query_values(query, "channel");
     if channels.is_empty() {
-        return json_error(StatusCode::BAD_REQUEST, "bad_request", "name at least one ?channel=");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "name at least one ?channel=",
+        );
     }
     if channels.len() > cfg.limits.max_subscriptions {
-        return json_error(StatusCode::BAD_REQUEST, "too_many", "more channels than limits.max_subscriptions");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "too_many",
+            "more channels than limits.max_subscriptions",
+        );
     }
     let user = auth::identify(&cfg.auth, req.headers());
     for channel in &channels {
         if !valid_channel(channel) {
-            return json_error(StatusCode::BAD_REQUEST, "bad_request", "invalid channel name");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "invalid channel name",
+            );
         }
-        if let Err(e) = access::may_read(channel, user.as_deref(), &cfg.channels.user_prefix, "subscribe") {
+        if let Err(e) = access::may_read(
+            channel,
+            user.as_deref(),
+            &cfg.channels.user_prefix,
+            "subscribe",
+        ) {
             return json_error(StatusCode::FORBIDDEN, "forbidden", &e.message);
         }
     }
@@ -57,28 +82,47 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| query_values(query, "last_event_id").pop());
-    let resume_from = last_event_id.as_deref().map(parse_positions).unwrap_or_default();
+    let resume_from = last_event_id
+        .as_deref()
+        .map(parse_positions)
+        .unwrap_or_default();
     let Some(slot) = shared.try_open_socket(cfg.limits.max_connections) else {
         shared.metrics.ws_dropped("max_connections");
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached (limits.max_connections)");
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "connection limit reached (limits.max_connections)",
+        );
     };
 
     let client_id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
-    let (sub, queue) = Subscriber::new(client_id, user, cfg.events.exclude_origin, cfg.limits.send_queue);
+    let (sub, queue) = Subscriber::new(
+        client_id,
+        user,
+        cfg.events.exclude_origin,
+        cfg.limits.send_queue,
+    );
     let mut pending = VecDeque::new();
     pending.push_back(Bytes::from_static(b"retry: 1000\n\n"));
     let mut positions = Vec::with_capacity(channels.len());
     let mut replay = Vec::new();
     let mut subscribed: Vec<String> = Vec::with_capacity(channels.len());
     for channel in channels {
-        let since = resume_from.iter().find(|(c, _)| *c == channel).map(|(_, s)| *s);
+        let since = resume_from
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, s)| *s);
         let outcome = match shared.broker.subscribe(&channel, since, &sub).await {
             Ok(o) => o,
             Err(e) => {
                 for c in &subscribed {
                     shared.broker.unsubscribe(c, sub.id());
                 }
-                return json_error(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", &e.to_string());
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "broker_unavailable",
+                    &e.to_string(),
+                );
             }
         };
         subscribed.push(channel.clone());
@@ -98,7 +142,12 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
     shared.metrics.sse_opened();
     let mut state = SseStream {
         queue,
-        guard: Guard { shared: Arc::clone(&shared), sub, channels: subscribed, _slot: slot },
+        guard: Guard {
+            shared: Arc::clone(&shared),
+            sub,
+            channels: subscribed,
+            _slot: slot,
+        },
         positions,
         pending,
         ping,
@@ -117,7 +166,10 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
     }));
     let mut resp = Response::new(body.map_err(|never| match never {}).boxed_unsync());
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
@@ -162,7 +214,10 @@ impl SseStream {
     }
 
     fn format(&mut self, event: &Event) -> Option<Bytes> {
-        let (_, last) = self.positions.iter_mut().find(|(c, _)| **c == *event.channel)?;
+        let (_, last) = self
+            .positions
+            .iter_mut()
+            .find(|(c, _)| **c == *event.channel)?;
         if event.seq <= *last {
             return None;
         }
@@ -171,7 +226,10 @@ impl SseStream {
             return None;
         }
         let id = format_positions(&self.positions);
-        Some(Bytes::from(format!("id: {id}\ndata: {}\n\n", event.frame.as_str())))
+        Some(Bytes::from(format!(
+            "id: {id}\ndata: {}\n\n",
+            event.frame.as_str()
+        )))
     }
 }
 
@@ -229,9 +287,10 @@ pub fn query_values(query: &str, name: &str) -> Vec<String> {
 
 fn decode(s: &str) -> String {
     let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s).decode_utf8_lossy().into_owned()
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
-
 
 #[cfg(test)]
 mod tests {

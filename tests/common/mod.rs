@@ -210,11 +210,19 @@ impl Harness {
         let yaml = format!(
             "listen: \"127.0.0.1:0\"\nadmin_listen: \"127.0.0.1:1\"\nupstream:\n  url: \"http://{upstream}\"\n{extra_yaml}"
         );
-        let config = Config::from_yaml_str(&yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let mut h = Self::start_raw(&yaml).await;
+        h.upstream = upstream;
+        h
+    }
+
+    /// The sidecar with exactly this YAML (listeners are replaced by ephemeral ones).
+    pub async fn start_raw(yaml: &str) -> Harness {
+        let config = Config::from_yaml_str(yaml, "test.yaml").unwrap_or_else(|e| panic!("{e}"));
         let listeners = Listeners {
             public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
+        let upstream = format!("{}", config.upstream.authority).parse().unwrap_or(([127, 0, 0, 1], 0).into());
         let sidecar = syncgate::start_with(config, listeners).await.unwrap();
         Harness { upstream, sidecar }
     }

@@ -1,0 +1,59 @@
+//! Mutations through the proxy become SPEC events on subscribed sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::Method;
+use serde_json::json;
+
+#[tokio::test]
+async fn create_update_delete_emit_spec_envelopes() {
+    let h = Harness::start("auth: { mode: header }\n").await;
+    let (mut ws, _) = h.socket().await;
+    let sub = subscribe(&mut ws, "projects", None).await;
+    assert_eq!(sub, json!({"op":"subscribed","channel":"projects","seq":0,"recovered":false}));
+
+    let created = http(Method::POST, &h.url("/api/projects"), &[("x-user-id", "7"), ("content-type", "application/json")], r#"{"name":"Apollo"}"#).await;
+    assert_eq!(created.status, 201);
+    let id = created.json()["id"].to_string();
+    let ev = recv_json(&mut ws).await;
+    assert_eq!(ev["type"], "project_created");
+    assert_eq!(ev["channel"], "projects");
+    assert_eq!(ev["seq"], 1);
+    assert_eq!(ev["resource"], "projects");
+    assert_eq!(ev["resource_id"], id.as_str());
+    assert_eq!(ev["action"], "created");
+    assert_eq!(ev["invalidate"], json!([["projects"], ["project", id]]));
+    assert_eq!(ev["data"], json!(null));
+    assert_eq!(ev["actor"], "7");
+    let now = syncgate::events::now_millis();
+    let ts = ev["ts"].as_u64().unwrap();
+    assert!(ts <= now && now - ts < 5_000, "ts {ts} vs now {now}");
+    let first_id = ev["id"].as_str().unwrap().to_owned();
+
+    http(Method::PATCH, &h.url(&format!("/api/projects/{id}")), &[], r#"{"name":"x"}"#).await;
+    let ev = recv_json(&mut ws).await;
+    assert_eq!((ev["type"].as_str(), ev["seq"].as_u64()), (Some("project_updated"), Some(2)));
+    assert_eq!(ev["invalidate"], json!([["projects"], ["project", id]]));
+    assert_ne!(ev["id"], first_id);
+
+    http(Method::DELETE, &h.url(&format!("/api/projects/{id}")), &[], "").await;
+    let ev = recv_json(&mut ws).await;
+    assert_eq!((ev["type"].as_str(), ev["seq"].as_u64(), ev["action"].as_str()), (Some("project_deleted"), Some(3), Some("deleted")));
+    h.sidecar.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_mutations_reads_and_excluded_paths_emit_nothing() {
+    let h = Harness::start("").await;
+    let (mut ws, _) = h.socket().await;
+    subscribe(&mut ws, "projects", None).await;
+    subscribe(&mut ws, "auth", None).await;
+    let r = http(Method::PATCH, &h.url("/api/projects/404"), &[], "{}").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(get(&h.url("/api/projects")).await.status, 200);
+    assert_eq!(http(Method::POST, &h.url("/api/auth/login"), &[], "{}").await.status, 200);
+    assert_silent(&mut ws, Duration::from_millis(300)).await;
+}
