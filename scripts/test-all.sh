@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every suite, stopping at the first failure.
+#
+# Works on a fresh Debian machine with Rust, run as root (it may apt-get install python3-venv,
+# redis-server, chromium, nodejs). CI runs it through .ci/run.
+#   1. Python .venv with the demo's and the e2e tests' requirements (skipped when unchanged)
+#   2. clients/js node packages and Chromium, once that client exists
+#   3. a local Redis on 127.0.0.1:6379 for the broker tests
+#   4. cargo fmt --check, clippy -D warnings, build, cargo test, the e2e pytest suite, npm test
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+JS_DIR="clients/js"
+APT_UPDATED=0
+
+banner() { printf '\n\033[1m=== %s ===\033[0m\n' "$*"; }
+
+apt_install() {
+  command -v apt-get >/dev/null || { echo "test-all.sh: need to install $* but apt-get is missing" >&2; exit 1; }
+  if [[ "$APT_UPDATED" == 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -q
+    APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+
+# --- setup ----------------------------------------------------------------------------------------
+
+banner "Python environment (.venv)"
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  apt_install python3 python3-venv
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  python3 -m venv .venv
+fi
+STAMP=".venv/.test-requirements.sha256"
+WANT="$(cat demo/requirements.txt tests/e2e/requirements.txt | sha256sum | cut -d' ' -f1)"
+if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r demo/requirements.txt -r tests/e2e/requirements.txt
+  printf '%s\n' "$WANT" >"$STAMP"
+else
+  echo "requirements unchanged; skipping pip"
+fi
+
+if [[ -f "$JS_DIR/package.json" ]]; then
+  banner "Node packages ($JS_DIR)"
+  command -v npm >/dev/null || apt_install nodejs npm
+  if [[ -f "$JS_DIR/package-lock.json" ]]; then
+    (cd "$JS_DIR" && npm ci --no-audit --no-fund)
+  else
+    (cd "$JS_DIR" && npm install --no-audit --no-fund)
+  fi
+fi
+if [[ -d "$JS_DIR" && ! -x /usr/bin/chromium ]]; then
+  banner "Chromium (browser tests)"
+  apt_install chromium
+fi
+
+banner "Redis on 127.0.0.1:6379"
+if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "redis already answers"
+else
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server # brings redis-tools (redis-cli) along
+  fi
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 50); do
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { echo "test-all.sh: redis did not start" >&2; exit 1; }
+fi
+
+# --- checks and tests -----------------------------------------------------------------------------
+
+banner "cargo fmt --check"
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+cargo fmt --all -- --check
+
+banner "cargo clippy -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+banner "cargo build"
+cargo build
+
+banner "cargo test"
+cargo test --all-targets
+
+banner "end-to-end tests (pytest tests/e2e)"
+SYNCGATE_BIN="$ROOT/target/debug/syncgate" .venv/bin/python -m pytest -q tests/e2e
+
+if [[ -f "$JS_DIR/package.json" ]]; then
+  banner "JavaScript client tests (npm test)"
+  (cd "$JS_DIR" && npm test)
+fi
+
+banner "all tests passed"
