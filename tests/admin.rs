@@ -137,12 +137,22 @@ async fn metrics_expose_every_spec_name() {
         Some(0.0),
         "{text}"
     );
-    assert_eq!(sample(&text, "syncgate_ws_connections"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "syncgate_ws_connections"),
+        Some(1.0),
+        "{text}"
+    );
     let published = r#"syncgate_events_published_total{type="project_created"}"#;
     assert_eq!(sample(&text, published), Some(1.0), "{text}");
-    assert!(text.contains("# TYPE syncgate_event_delivery_seconds histogram"), "{text}");
+    assert!(
+        text.contains("# TYPE syncgate_event_delivery_seconds histogram"),
+        "{text}"
+    );
     assert_eq!(
-        sample(&text, r#"syncgate_ws_dropped_total{reason="slow_consumer"}"#),
+        sample(
+            &text,
+            r#"syncgate_ws_dropped_total{reason="slow_consumer"}"#
+        ),
         Some(0.0),
         "{text}"
     );
@@ -164,7 +174,8 @@ async fn upstream_errors_are_counted() {
     h.sidecar.shutdown().await;
 }
 
-const ALERT: &str = r#"{"channel":"alerts","type":"alert_raised","data":{"x":1},"invalidate":[["alerts"]]}"#;
+const ALERT: &str =
+    r#"{"channel":"alerts","type":"alert_raised","data":{"x":1},"invalidate":[["alerts"]]}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_without_token_is_401() {
@@ -187,7 +198,12 @@ async fn publish_with_wrong_token_is_401() {
         assert_eq!(r.json()["error"], "unauthorized", "{auth:?}");
     }
     // Nothing was published by the refused calls.
-    let seqs = h.sidecar.shared.broker.positions(&["alerts".to_owned()]).await;
+    let seqs = h
+        .sidecar
+        .shared
+        .broker
+        .positions(&["alerts".to_owned()])
+        .await;
     assert_eq!(seqs, [0]);
     h.sidecar.shutdown().await;
 }
@@ -213,7 +229,10 @@ async fn publish_with_bad_body_is_400_with_clear_message() {
     let cases = [
         ("{", "invalid event JSON"),
         (r#"{"type":"alert_raised"}"#, "channel"),
-        (r#"{"channel":"alerts","type":"alert_raised","extra":1}"#, "unknown field `extra`"),
+        (
+            r#"{"channel":"alerts","type":"alert_raised","extra":1}"#,
+            "unknown field `extra`",
+        ),
     ];
     for (body, expected) in cases {
         let r = publish(&h, &auth, body).await;
@@ -271,12 +290,22 @@ async fn x_sync_event_headers_are_published_and_stripped() {
     for _ in 0..2 {
         let ev = recv_json(&mut ws).await;
         let channel = ev["channel"].as_str().unwrap().to_owned();
-        assert!(by_channel.insert(channel, ev).is_none(), "one event per channel");
+        assert!(
+            by_channel.insert(channel, ev).is_none(),
+            "one event per channel"
+        );
     }
     let notification = &by_channel["user:7"];
-    assert_eq!(notification["type"], "notification_created", "{notification}");
+    assert_eq!(
+        notification["type"], "notification_created",
+        "{notification}"
+    );
     assert_eq!(notification["data"]["title"], "hi", "{notification}");
-    assert_eq!(notification["invalidate"], json!([["notifications"]]), "{notification}");
+    assert_eq!(
+        notification["invalidate"],
+        json!([["notifications"]]),
+        "{notification}"
+    );
     assert_eq!(notification["seq"], 1, "{notification}");
     let audit = &by_channel["audit"];
     assert_eq!(audit["type"], "audit_logged", "{audit}");

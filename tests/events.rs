@@ -13,9 +13,18 @@ async fn create_update_delete_emit_spec_envelopes() {
     let h = Harness::start("auth: { mode: header }\n").await;
     let (mut ws, _) = h.socket().await;
     let sub = subscribe(&mut ws, "projects", None).await;
-    assert_eq!(sub, json!({"op":"subscribed","channel":"projects","seq":0,"recovered":false}));
+    assert_eq!(
+        sub,
+        json!({"op":"subscribed","channel":"projects","seq":0,"recovered":false})
+    );
 
-    let created = http(Method::POST, &h.url("/api/projects"), &[("x-user-id", "7"), ("content-type", "application/json")], r#"{"name":"Apollo"}"#).await;
+    let created = http(
+        Method::POST,
+        &h.url("/api/projects"),
+        &[("x-user-id", "7"), ("content-type", "application/json")],
+        r#"{"name":"Apollo"}"#,
+    )
+    .await;
     assert_eq!(created.status, 201);
     let id = created.json()["id"].to_string();
     let ev = recv_json(&mut ws).await;
@@ -33,15 +42,37 @@ async fn create_update_delete_emit_spec_envelopes() {
     assert!(ts <= now && now - ts < 5_000, "ts {ts} vs now {now}");
     let first_id = ev["id"].as_str().unwrap().to_owned();
 
-    http(Method::PATCH, &h.url(&format!("/api/projects/{id}")), &[], r#"{"name":"x"}"#).await;
+    http(
+        Method::PATCH,
+        &h.url(&format!("/api/projects/{id}")),
+        &[],
+        r#"{"name":"x"}"#,
+    )
+    .await;
     let ev = recv_json(&mut ws).await;
-    assert_eq!((ev["type"].as_str(), ev["seq"].as_u64()), (Some("project_updated"), Some(2)));
+    assert_eq!(
+        (ev["type"].as_str(), ev["seq"].as_u64()),
+        (Some("project_updated"), Some(2))
+    );
     assert_eq!(ev["invalidate"], json!([["projects"], ["project", id]]));
     assert_ne!(ev["id"], first_id);
 
-    http(Method::DELETE, &h.url(&format!("/api/projects/{id}")), &[], "").await;
+    http(
+        Method::DELETE,
+        &h.url(&format!("/api/projects/{id}")),
+        &[],
+        "",
+    )
+    .await;
     let ev = recv_json(&mut ws).await;
-    assert_eq!((ev["type"].as_str(), ev["seq"].as_u64(), ev["action"].as_str()), (Some("project_deleted"), Some(3), Some("deleted")));
+    assert_eq!(
+        (
+            ev["type"].as_str(),
+            ev["seq"].as_u64(),
+            ev["action"].as_str()
+        ),
+        (Some("project_deleted"), Some(3), Some("deleted"))
+    );
     h.sidecar.shutdown().await;
 }
 
@@ -54,6 +85,11 @@ async fn failed_mutations_reads_and_excluded_paths_emit_nothing() {
     let r = http(Method::PATCH, &h.url("/api/projects/404"), &[], "{}").await;
     assert_eq!(r.status, 404);
     assert_eq!(get(&h.url("/api/projects")).await.status, 200);
-    assert_eq!(http(Method::POST, &h.url("/api/auth/login"), &[], "{}").await.status, 200);
+    assert_eq!(
+        http(Method::POST, &h.url("/api/auth/login"), &[], "{}")
+            .await
+            .status,
+        200
+    );
     assert_silent(&mut ws, Duration::from_millis(300)).await;
 }

@@ -12,14 +12,33 @@ use tokio_tungstenite::tungstenite::Message;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_method_is_forwarded_with_its_body() {
     let h = Harness::start("").await;
-    let r = http(Method::POST, &h.url("/api/projects"), &[("content-type", "application/json")], r#"{"name":"Apollo"}"#).await;
+    let r = http(
+        Method::POST,
+        &h.url("/api/projects"),
+        &[("content-type", "application/json")],
+        r#"{"name":"Apollo"}"#,
+    )
+    .await;
     assert_eq!(r.status, 201);
-    assert_eq!(r.json()["name"], "Apollo", "the request body reached the upstream");
+    assert_eq!(
+        r.json()["name"],
+        "Apollo",
+        "the request body reached the upstream"
+    );
     for m in [Method::PUT, Method::PATCH, Method::DELETE, Method::GET] {
-        assert_eq!(http(m.clone(), &h.url("/api/projects/5"), &[], "{}").await.status, 200, "{m}");
+        assert_eq!(
+            http(m.clone(), &h.url("/api/projects/5"), &[], "{}")
+                .await
+                .status,
+            200,
+            "{m}"
+        );
     }
     let r = http(Method::OPTIONS, &h.url("/api/projects"), &[], "").await;
-    assert_eq!(r.status, 404, "OPTIONS reached the upstream, which has no such route");
+    assert_eq!(
+        r.status, 404,
+        "OPTIONS reached the upstream, which has no such route"
+    );
     assert_eq!(r.json()["detail"], "Not Found");
 }
 
@@ -29,12 +48,21 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
     let r = http(
         Method::GET,
         &h.url("/api/headers"),
-        &[("connection", "keep-alive, x-hop"), ("x-hop", "secret"), ("te", "trailers"), ("x-end-to-end", "kept"), ("host", "app.example.com")],
+        &[
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "secret"),
+            ("te", "trailers"),
+            ("x-end-to-end", "kept"),
+            ("host", "app.example.com"),
+        ],
         "",
     )
     .await;
     let seen = r.json();
-    assert!(seen.get("x-hop").is_none(), "header named by Connection must not be forwarded: {seen}");
+    assert!(
+        seen.get("x-hop").is_none(),
+        "header named by Connection must not be forwarded: {seen}"
+    );
     assert!(seen.get("te").is_none(), "{seen}");
     assert_eq!(seen["x-end-to-end"], "kept");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
@@ -42,7 +70,10 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
     assert_eq!(seen["x-forwarded-host"], "app.example.com");
 
     let r = get(&h.url("/api/hop")).await;
-    assert!(r.headers.get("x-internal").is_none(), "response header named by Connection leaked");
+    assert!(
+        r.headers.get("x-internal").is_none(),
+        "response header named by Connection leaked"
+    );
     assert!(r.headers.get("keep-alive").is_none());
     assert_eq!(r.headers["x-public"], "1");
 }
@@ -65,17 +96,33 @@ async fn cache_control_rules_first_match_methods_and_only_if_missing() {
 "#,
     )
     .await;
-    assert_eq!(get(&h.url("/static/app.js")).await.headers["cache-control"], "public, max-age=31536000, immutable");
-    assert_eq!(get(&h.url("/api/projects")).await.headers["cache-control"], "no-cache, no-store, must-revalidate");
-    assert_eq!(get(&h.url("/api/cached")).await.headers["cache-control"], "max-age=60", "upstream's header kept");
+    assert_eq!(
+        get(&h.url("/static/app.js")).await.headers["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(
+        get(&h.url("/api/projects")).await.headers["cache-control"],
+        "no-cache, no-store, must-revalidate"
+    );
+    assert_eq!(
+        get(&h.url("/api/cached")).await.headers["cache-control"],
+        "max-age=60",
+        "upstream's header kept"
+    );
     let post = http(Method::POST, &h.url("/static/app.js"), &[], "").await;
-    assert_eq!(post.headers["cache-control"], "private", "POST skips the GET-only rule and falls through");
+    assert_eq!(
+        post.headers["cache-control"], "private",
+        "POST skips the GET-only rule and falls through"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_rule_marks_api_responses_no_cache() {
     let h = Harness::start("").await;
-    assert_eq!(get(&h.url("/api/projects")).await.headers["cache-control"], "no-cache");
+    assert_eq!(
+        get(&h.url("/api/projects")).await.headers["cache-control"],
+        "no-cache"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +147,10 @@ async fn slow_upstream_is_504_json() {
     let r = get(&h.url("/api/slow")).await;
     assert_eq!(r.status, 504);
     assert_eq!(r.json()["error"], "upstream_timeout");
-    assert!(started.elapsed() < Duration::from_secs(3), "timed out at request_timeout, not at the upstream's pace");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "timed out at request_timeout, not at the upstream's pace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,20 +166,36 @@ async fn get_under_prefix_carries_sync_position() {
         if r.headers["x-sync-position"] == "projects=2" {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "position never reached 2: {:?}", r.headers["x-sync-position"]);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position never reached 2: {:?}",
+            r.headers["x-sync-position"]
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let item = get(&h.url("/api/projects/5")).await;
     assert_eq!(item.headers["x-sync-position"], "projects=2,project:5=0");
-    assert!(get(&h.url("/static/app.js")).await.headers.get("x-sync-position").is_none());
+    assert!(
+        get(&h.url("/static/app.js"))
+            .await
+            .headers
+            .get("x-sync-position")
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrades_to_paths_that_are_not_ours_reach_the_upstream() {
     let h = Harness::start("").await;
-    let mut ws = connect(&h.ws_url("/api/own-ws"), &[]).await.expect("the API's own socket works through syncgate");
+    let mut ws = connect(&h.ws_url("/api/own-ws"), &[])
+        .await
+        .expect("the API's own socket works through syncgate");
     ws.send(Message::Text("hello".into())).await.unwrap();
-    let reply = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let reply = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(reply, Message::Text("echo:hello".into()));
 }
 

@@ -27,7 +27,12 @@ fn draft(channel: &str, data: Value) -> EventDraft {
 }
 
 async fn publish(h: &Harness, channel: &str, data: Value) {
-    h.sidecar.shared.broker.publish(draft(channel, data)).await.unwrap();
+    h.sidecar
+        .shared
+        .broker
+        .publish(draft(channel, data))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,7 +41,9 @@ async fn welcome_names_the_client_and_user() {
     let (_, anon) = h.socket().await;
     assert_eq!(anon["user"], Value::Null);
     assert!(anon["client_id"].as_str().is_some_and(|id| id.len() >= 16));
-    let (_, seven) = h.socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")]).await;
+    let (_, seven) = h
+        .socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")])
+        .await;
     assert_eq!(seven["user"], "7");
     assert_ne!(anon["client_id"], seven["client_id"]);
 }
@@ -45,7 +52,12 @@ async fn welcome_names_the_client_and_user() {
 async fn malformed_frames_get_error_frames_and_the_connection_stays() {
     let h = Harness::start("").await;
     let (mut ws, _) = h.socket().await;
-    for bad in ["not json", "[]", r#"{"op":"jump"}"#, r#"{"op":"subscribe"}"#] {
+    for bad in [
+        "not json",
+        "[]",
+        r#"{"op":"jump"}"#,
+        r#"{"op":"subscribe"}"#,
+    ] {
         ws.send(Message::Text(bad.into())).await.unwrap();
         let err = recv_json(&mut ws).await;
         assert_eq!(err["op"], "error", "{bad}");
@@ -64,7 +76,10 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays() {
     for _ in 0..500 {
         assert_eq!(recv_json(&mut ws).await["op"], "error");
     }
-    assert_eq!(recv_after(&mut ws, Message::Text(r#"{"op":"ping"}"#.into())).await, json!({"op":"pong"}));
+    assert_eq!(
+        recv_after(&mut ws, Message::Text(r#"{"op":"ping"}"#.into())).await,
+        json!({"op":"pong"})
+    );
     subscribe(&mut ws, "projects", None).await;
 }
 
@@ -78,11 +93,19 @@ async fn unsubscribe_stops_delivery() {
     let h = Harness::start("").await;
     let (mut ws, _) = h.socket().await;
     subscribe(&mut ws, "alerts", None).await;
-    let ack = recv_after(&mut ws, Message::Text(r#"{"op":"unsubscribe","channel":"alerts"}"#.into())).await;
+    let ack = recv_after(
+        &mut ws,
+        Message::Text(r#"{"op":"unsubscribe","channel":"alerts"}"#.into()),
+    )
+    .await;
     assert_eq!(ack, json!({"op":"unsubscribed","channel":"alerts"}));
     publish(&h, "alerts", json!(1)).await;
     assert_silent(&mut ws, Duration::from_millis(200)).await;
-    let again = recv_after(&mut ws, Message::Text(r#"{"op":"unsubscribe","channel":"alerts"}"#.into())).await;
+    let again = recv_after(
+        &mut ws,
+        Message::Text(r#"{"op":"unsubscribe","channel":"alerts"}"#.into()),
+    )
+    .await;
     assert_eq!(again["code"], "not_found");
 }
 
@@ -94,13 +117,23 @@ async fn subscribe_since_recovers_missed_events_in_order() {
     }
     let (mut ws, _) = h.socket().await;
     let sub = subscribe(&mut ws, "projects", Some(1)).await;
-    assert_eq!(sub, json!({"op":"subscribed","channel":"projects","seq":4,"recovered":true}));
+    assert_eq!(
+        sub,
+        json!({"op":"subscribed","channel":"projects","seq":4,"recovered":true})
+    );
     for seq in 2..=4 {
         let ev = recv_json(&mut ws).await;
-        assert_eq!((ev["seq"].as_u64(), ev["data"].as_u64()), (Some(seq), Some(seq)));
+        assert_eq!(
+            (ev["seq"].as_u64(), ev["data"].as_u64()),
+            (Some(seq), Some(seq))
+        );
     }
     publish(&h, "projects", json!(5)).await;
-    assert_eq!(recv_json(&mut ws).await["seq"], 5, "live events follow the replay without a gap");
+    assert_eq!(
+        recv_json(&mut ws).await["seq"],
+        5,
+        "live events follow the replay without a gap"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +145,10 @@ async fn subscribe_since_beyond_history_gets_reset() {
     let (mut ws, _) = h.socket().await;
     let sub = subscribe(&mut ws, "projects", Some(1)).await;
     assert_eq!(sub["recovered"], false);
-    assert_eq!(recv_json(&mut ws).await, json!({"op":"reset","channel":"projects"}));
+    assert_eq!(
+        recv_json(&mut ws).await,
+        json!({"op":"reset","channel":"projects"})
+    );
     publish(&h, "projects", json!(6)).await;
     assert_eq!(recv_json(&mut ws).await["seq"], 6);
 }
@@ -132,8 +168,15 @@ async fn too_many_subscriptions_are_refused() {
     let (mut ws, _) = h.socket().await;
     subscribe(&mut ws, "a", None).await;
     subscribe(&mut ws, "b", None).await;
-    let err = recv_after(&mut ws, Message::Text(r#"{"op":"subscribe","channel":"c"}"#.into())).await;
-    assert_eq!((err["code"].as_str(), err["ref"].as_str()), (Some("too_many"), Some("subscribe")));
+    let err = recv_after(
+        &mut ws,
+        Message::Text(r#"{"op":"subscribe","channel":"c"}"#.into()),
+    )
+    .await;
+    assert_eq!(
+        (err["code"].as_str(), err["ref"].as_str()),
+        (Some("too_many"), Some("subscribe"))
+    );
     subscribe(&mut ws, "a", None).await; // re-subscribing an existing channel is fine
 }
 
@@ -142,7 +185,9 @@ async fn connections_over_the_limit_get_503() {
     let h = Harness::start("limits: { max_connections: 2 }\n").await;
     let _a = h.socket().await;
     let _b = h.socket().await;
-    let err = connect(&h.ws_url("/api/ws"), &[]).await.expect_err("third socket must be refused");
+    let err = connect(&h.ws_url("/api/ws"), &[])
+        .await
+        .expect_err("third socket must be refused");
     match err {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 503),
         other => panic!("expected an HTTP 503, got {other}"),
@@ -150,7 +195,10 @@ async fn connections_over_the_limit_get_503() {
     drop(_a);
     let deadline = tokio::time::Instant::now() + WAIT;
     while connect(&h.ws_url("/api/ws"), &[]).await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "slot never freed after a socket closed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slot never freed after a socket closed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -179,9 +227,18 @@ async fn slow_consumer_is_cut_off_with_1013_and_others_get_everything() {
             tokio::task::yield_now().await;
         }
     }
-    assert_eq!(tokio::time::timeout(Duration::from_secs(20), reader).await.unwrap().unwrap(), 400);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(20), reader)
+            .await
+            .unwrap()
+            .unwrap(),
+        400
+    );
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(20), slow.next()).await.expect("slow socket never ended") {
+        match tokio::time::timeout(Duration::from_secs(20), slow.next())
+            .await
+            .expect("slow socket never ended")
+        {
             Some(Ok(Message::Close(Some(f)))) => break Some(u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None | Some(Ok(Message::Close(None))) => break None,
@@ -190,22 +247,35 @@ async fn slow_consumer_is_cut_off_with_1013_and_others_get_everything() {
     assert_eq!(code, Some(1013));
     let metrics = get(&h.admin_url("/metrics")).await;
     let text = String::from_utf8_lossy(&metrics.body);
-    assert!(text.contains("syncgate_ws_dropped_total{reason=\"slow_consumer\"} 1"), "{text}");
+    assert!(
+        text.contains("syncgate_ws_dropped_total{reason=\"slow_consumer\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_pings_at_the_configured_interval() {
     let h = Harness::start("websocket: { ping_interval: 100ms }\n").await;
     let (mut ws, _) = h.socket().await;
-    let frame = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.expect("no ping").unwrap().unwrap();
+    let frame = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .expect("no ping")
+        .unwrap()
+        .unwrap();
     assert!(matches!(frame, Message::Ping(_)), "{frame:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_private_channel_is_forbidden() {
     let h = Harness::start("auth: { mode: header }\n").await;
-    let (mut ws, _) = h.socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")]).await;
-    let err = recv_after(&mut ws, Message::Text(r#"{"op":"subscribe","channel":"user:8"}"#.into())).await;
+    let (mut ws, _) = h
+        .socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")])
+        .await;
+    let err = recv_after(
+        &mut ws,
+        Message::Text(r#"{"op":"subscribe","channel":"user:8"}"#.into()),
+    )
+    .await;
     assert_eq!(err["code"], "forbidden");
     subscribe(&mut ws, "user:7", None).await;
 }
@@ -213,22 +283,29 @@ async fn another_users_private_channel_is_forbidden() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_socket_is_auto_subscribed_to_the_users_channel() {
     let h = Harness::start("auth: { mode: header }\n").await;
-    let (mut ws, _) = h.socket_with(&h.ws_url("/api/ws/notifications"), &[("x-user-id", "7")]).await;
+    let (mut ws, _) = h
+        .socket_with(&h.ws_url("/api/ws/notifications"), &[("x-user-id", "7")])
+        .await;
     assert_eq!(recv_json(&mut ws).await["channel"], "user:7");
     publish(&h, "user:8", json!("not yours")).await;
     publish(&h, "user:7", json!("yours")).await;
     assert_eq!(recv_json(&mut ws).await["data"], "yours");
-    let err = connect(&h.ws_url("/api/ws/notifications"), &[]).await.expect_err("anonymous");
+    let err = connect(&h.ws_url("/api/ws/notifications"), &[])
+        .await
+        .expect_err("anonymous");
     assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_origin_socket_is_refused() {
     let h = Harness::start("").await;
-    let err = connect(&h.ws_url("/api/ws"), &[("origin", "https://evil.example")]).await.expect_err("hijack");
+    let err = connect(&h.ws_url("/api/ws"), &[("origin", "https://evil.example")])
+        .await
+        .expect_err("hijack");
     assert!(matches!(err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 403));
     let same = format!("http://{}", h.sidecar.public_addr);
-    h.socket_with(&h.ws_url("/api/ws"), &[("origin", same.as_str())]).await;
+    h.socket_with(&h.ws_url("/api/ws"), &[("origin", same.as_str())])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +316,13 @@ async fn originating_tab_is_skipped_and_other_tabs_update() {
     subscribe(&mut tab_a, "projects", None).await;
     subscribe(&mut tab_b, "projects", None).await;
     let client_a = welcome_a["client_id"].as_str().unwrap().to_owned();
-    http(Method::POST, &h.url("/api/projects"), &[("x-sync-client", &client_a)], "{}").await;
+    http(
+        Method::POST,
+        &h.url("/api/projects"),
+        &[("x-sync-client", &client_a)],
+        "{}",
+    )
+    .await;
     assert_eq!(recv_json(&mut tab_b).await["type"], "project_created");
     assert_silent(&mut tab_a, Duration::from_millis(300)).await;
 }
@@ -250,7 +333,13 @@ async fn exclude_origin_none_echoes_to_the_originating_tab() {
     let (mut tab_a, welcome_a) = h.socket().await;
     subscribe(&mut tab_a, "projects", None).await;
     let client_a = welcome_a["client_id"].as_str().unwrap().to_owned();
-    http(Method::POST, &h.url("/api/projects"), &[("x-sync-client", &client_a)], "{}").await;
+    http(
+        Method::POST,
+        &h.url("/api/projects"),
+        &[("x-sync-client", &client_a)],
+        "{}",
+    )
+    .await;
     assert_eq!(recv_json(&mut tab_a).await["type"], "project_created");
 }
 
@@ -262,12 +351,30 @@ async fn room_broadcast_reaches_other_members_only() {
     let (mut outsider, _) = h.socket().await;
     subscribe(&mut a, "room:doc1", None).await;
     subscribe(&mut b, "room:doc1", None).await;
-    send_json(&mut a, json!({"op":"publish","channel":"room:doc1","type":"document_updated","data":{"v":2}})).await;
+    send_json(
+        &mut a,
+        json!({"op":"publish","channel":"room:doc1","type":"document_updated","data":{"v":2}}),
+    )
+    .await;
     let got = recv_json(&mut b).await;
-    assert_eq!((got["type"].as_str(), got["data"]["v"].as_u64()), (Some("document_updated"), Some(2)));
+    assert_eq!(
+        (got["type"].as_str(), got["data"]["v"].as_u64()),
+        (Some("document_updated"), Some(2))
+    );
     assert_silent(&mut a, Duration::from_millis(200)).await;
-    let err = recv_after(&mut outsider, Message::Text(r#"{"op":"publish","channel":"room:doc1","type":"x"}"#.into())).await;
+    let err = recv_after(
+        &mut outsider,
+        Message::Text(r#"{"op":"publish","channel":"room:doc1","type":"x"}"#.into()),
+    )
+    .await;
     assert_eq!(err["code"], "forbidden", "publishing needs membership");
-    let err = recv_after(&mut outsider, Message::Text(r#"{"op":"publish","channel":"projects","type":"x"}"#.into())).await;
-    assert_eq!(err["code"], "forbidden", "only rooms take client broadcasts");
+    let err = recv_after(
+        &mut outsider,
+        Message::Text(r#"{"op":"publish","channel":"projects","type":"x"}"#.into()),
+    )
+    .await;
+    assert_eq!(
+        err["code"], "forbidden",
+        "only rooms take client broadcasts"
+    );
 }

@@ -192,7 +192,8 @@ async fn upstream_response(
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let ts = now_millis();
-    publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
+    // When the application publishes for this response itself, its events replace the automatic one.
+    let app_published = publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
     cache_control::apply(
         &cfg.cache_control.rules,
         &ex.method,
@@ -204,7 +205,7 @@ async fn upstream_response(
     }
     let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let body = match ex.plan {
-        Some(plan) if status.is_success() => emit_on_success(
+        Some(plan) if status.is_success() && !app_published => emit_on_success(
             plan,
             &ex.actor,
             ex.origin_client,
@@ -219,9 +220,15 @@ async fn upstream_response(
 }
 
 /// `X-Sync-Event` is the application's own way to publish; it never reaches the client.
-fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, ts: u64, shared: &Shared) {
+/// Returns whether the response carried any.
+fn publish_sync_event_headers(
+    headers: &mut HeaderMap,
+    ex: &Exchange,
+    ts: u64,
+    shared: &Shared,
+) -> bool {
     if !headers.contains_key("x-sync-event") {
-        return;
+        return false;
     }
     let values: Vec<HeaderValue> = headers.get_all("x-sync-event").iter().cloned().collect();
     headers.remove("x-sync-event");
@@ -236,6 +243,7 @@ fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, ts: u64, s
             Err(e) => tracing::warn!(path = %ex.path, error = %e, "ignored X-Sync-Event header"),
         }
     }
+    true
 }
 
 /// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).

@@ -46,7 +46,10 @@ fn json_resp(status: StatusCode, v: Value) -> Response<UpBody> {
 }
 
 /// The test API. Routes mimic a FastAPI app plus a few that provoke proxy edge cases.
-async fn test_api(req: Request<Incoming>, next_id: Arc<AtomicU64>) -> Result<Response<UpBody>, Infallible> {
+async fn test_api(
+    req: Request<Incoming>,
+    next_id: Arc<AtomicU64>,
+) -> Result<Response<UpBody>, Infallible> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
@@ -140,7 +143,11 @@ async fn test_api(req: Request<Incoming>, next_id: Arc<AtomicU64>) -> Result<Res
 
 /// The API's own WebSocket (an echo), which syncgate must pass through untouched.
 fn upstream_websocket(mut req: Request<Incoming>) -> Response<UpBody> {
-    let key = req.headers().get("sec-websocket-key").cloned().unwrap_or(HeaderValue::from_static(""));
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""));
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -174,7 +181,9 @@ pub async fn start_upstream() -> SocketAddr {
     let next_id = Arc::new(AtomicU64::new(42));
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let next_id = Arc::clone(&next_id);
             tokio::spawn(async move {
                 let svc = service_fn(move |req| test_api(req, Arc::clone(&next_id)));
@@ -222,7 +231,9 @@ impl Harness {
             public: TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         };
-        let upstream = format!("{}", config.upstream.authority).parse().unwrap_or(([127, 0, 0, 1], 0).into());
+        let upstream = format!("{}", config.upstream.authority)
+            .parse()
+            .unwrap_or(([127, 0, 0, 1], 0).into());
         let sidecar = syncgate::start_with(config, listeners).await.unwrap();
         Harness { upstream, sidecar }
     }
@@ -245,19 +256,27 @@ impl Harness {
     }
 
     pub async fn socket_with(&self, url: &str, headers: &[(&'static str, &str)]) -> (Ws, Value) {
-        let mut ws = connect(url, headers).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        let mut ws = connect(url, headers)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
         let welcome = recv_json(&mut ws).await;
         assert_eq!(welcome["op"], "welcome", "{welcome}");
         (ws, welcome)
     }
 }
 
-pub async fn connect(url: &str, headers: &[(&'static str, &str)]) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+pub async fn connect(
+    url: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     let mut req = url.into_client_request()?;
     for (k, v) in headers {
-        req.headers_mut().insert(*k, HeaderValue::from_str(v).unwrap());
+        req.headers_mut()
+            .insert(*k, HeaderValue::from_str(v).unwrap());
     }
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(WebSocketConfig::default()), false).await?;
+    let (ws, _) =
+        tokio_tungstenite::connect_async_with_config(req, Some(WebSocketConfig::default()), false)
+            .await?;
     Ok(ws)
 }
 
@@ -294,7 +313,10 @@ pub async fn assert_silent(ws: &mut Ws, within: Duration) {
 pub async fn recv_close_code(ws: &mut Ws) -> u16 {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await.expect("timed out waiting for close") {
+        match tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("timed out waiting for close")
+        {
             Some(Ok(Message::Close(Some(frame)))) => return u16::from(frame.code),
             Some(Ok(Message::Close(None))) | None => panic!("closed without a close code"),
             Some(Ok(_)) => continue,
@@ -327,13 +349,15 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 }
 
 /// One HTTP request with a fresh client.
 pub async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -345,7 +369,11 @@ pub async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: &st
         .expect("request failed");
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.expect("body").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Reply {
