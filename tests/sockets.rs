@@ -240,8 +240,8 @@ async fn slow_consumer_is_cut_off_with_1013_and_others_get_everything() {
             .expect("slow socket never ended")
         {
             Some(Ok(Message::Close(Some(f)))) => break Some(u16::from(f.code)),
-            Some(Ok(_)) => continue,
             Some(Err(_)) | None | Some(Ok(Message::Close(None))) => break None,
+            Some(Ok(_)) => continue,
         }
     };
     assert_eq!(code, Some(1013));

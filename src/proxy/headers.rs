@@ -55,10 +55,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
     if !headers.contains_key("x-forwarded-proto") {
         headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     }
-    if !headers.contains_key("x-forwarded-host") {
-        if let Some(host) = headers.get(header::HOST).cloned() {
-            headers.insert("x-forwarded-host", host);
-        }
+    if !headers.contains_key("x-forwarded-host")
+        && let Some(host) = headers.get(header::HOST).cloned()
+    {
+        headers.insert("x-forwarded-host", host);
     }
 }
 

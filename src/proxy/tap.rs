@@ -63,21 +63,21 @@ where
         let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    if !*this.truncated {
-                        if this.copy.len() + data.len() > *this.limit {
-                            *this.truncated = true;
-                            *this.copy = Vec::new();
-                        } else {
-                            this.copy.extend_from_slice(data);
-                        }
+                if let Some(data) = frame.data_ref()
+                    && !*this.truncated
+                {
+                    if this.copy.len() + data.len() > *this.limit {
+                        *this.truncated = true;
+                        *this.copy = Vec::new();
+                    } else {
+                        this.copy.extend_from_slice(data);
                     }
                 }
                 // hyper stops polling once a sized body reports its end, so `None` may never come.
-                if this.inner.is_end_stream() {
-                    if let Some(done) = this.on_done.take() {
-                        done(this.copy, !*this.truncated);
-                    }
+                if this.inner.is_end_stream()
+                    && let Some(done) = this.on_done.take()
+                {
+                    done(this.copy, !*this.truncated);
                 }
             }
             Poll::Ready(None) => {
