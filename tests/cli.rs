@@ -121,7 +121,7 @@ impl Proc {
             let mut reader = BufReader::new(pipe);
             let mut buf = Vec::new();
             // Lines as they come, so a test can wait for one while the process runs.
-            while reader.read_until(b'\n', &mut buf).map_or(false, |n| n > 0) {
+            while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
                 sink.lock()
                     .unwrap()
                     .push_str(&String::from_utf8_lossy(&buf));
@@ -399,7 +399,7 @@ fn help_lists_the_check_and_tail_commands() {
         assert!(
             stdout
                 .lines()
-                .any(|l| l.trim_start().split_whitespace().next() == Some(command)),
+                .any(|l| l.split_whitespace().next() == Some(command)),
             "--help does not list the {command} command:\n{stdout}"
         );
     }
@@ -680,7 +680,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
     sidecar.proc.signal("TERM");
     assert_eq!(
         recv_close_code(&mut ws).await,
-        1001,
+        1000,
         "close code on SIGTERM"
     );
     // Answer the close like a browser does, until the server ends the stream.
@@ -697,6 +697,67 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         probe(&sidecar.admin_url("/healthz")).await.is_none(),
         "the admin listener still answers after exit"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_download_finish_while_readiness_is_503() {
+    let upstream = start_upstream().await;
+    let mut sidecar = Sidecar::start(upstream, "shutdown_grace: 20s\n").await;
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+
+    // The response head and a first frame have arrived: the request is in flight for sure.
+    const SIZE: u64 = 64 * MIB;
+    let uri = sidecar.url(&format!("/api/big?bytes={SIZE}"));
+    let resp = tokio::time::timeout(WAIT, client.get(uri.parse().expect("URL")))
+        .await
+        .expect("GET /api/big: no response head in time")
+        .expect("GET /api/big failed");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut received = 0u64;
+    let read_frame = async |body: &mut hyper::body::Incoming| {
+        let frame = tokio::time::timeout(WAIT, body.frame())
+            .await
+            .expect("no body frame in time")?;
+        let frame = frame.unwrap_or_else(|e| panic!("download broke: {e}"));
+        Some(frame.data_ref().map_or(0, |d| d.len() as u64))
+    };
+    received += read_frame(&mut body).await.expect("a first frame");
+
+    sidecar.proc.signal("TERM");
+
+    let readyz = sidecar.admin_url("/readyz");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let status = probe(&readyz).await;
+        if status == Some(StatusCode::SERVICE_UNAVAILABLE) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz is {status:?} while draining, expected 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = probe(&sidecar.url("/api/projects")).await;
+    println!("new request while draining: {fresh:?} (None = refused)");
+    assert_ne!(
+        fresh,
+        Some(StatusCode::OK),
+        "a new connection was served while draining"
+    );
+
+    while let Some(n) = read_frame(&mut body).await {
+        received += n;
+    }
+    assert_eq!(received, SIZE, "the in-flight download was cut short");
+
+    let status = sidecar
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("syncgate still runs 5s after its last request finished");
+    assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -345,6 +345,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn every_subscriber_shares_one_serialized_frame() {
+        let b = broker(10);
+        let (one, mut one_rx) = sub("one", 8);
+        let (two, mut two_rx) = sub("two", 8);
+        b.subscribe("a", None, &one).await.unwrap();
+        b.subscribe("a", None, &two).await.unwrap();
+        b.publish(draft(&["a"])).await.unwrap();
+        let (e1, e2) = (one_rx.recv().await.unwrap(), two_rx.recv().await.unwrap());
+        assert!(Arc::ptr_eq(&e1, &e2), "one event, not a copy per subscriber");
+        assert_eq!(e1.frame.as_str().as_ptr(), e2.frame.as_str().as_ptr());
+    }
+
+    #[tokio::test]
     async fn origin_connection_is_skipped() {
         let b = broker(10);
         let (origin, mut origin_rx) = sub("tab-a", 8);
