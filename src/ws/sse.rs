@@ -43,7 +43,9 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         );
     }
     let query = req.uri().query().unwrap_or("");
-    let channels = query_values(query, "channel");
+    let mut channels = query_values(query, "channel");
+    let mut seen = std::collections::HashSet::new();
+    channels.retain(|c| seen.insert(c.clone()));
     if channels.is_empty() {
         return json_error(
             StatusCode::BAD_REQUEST,
