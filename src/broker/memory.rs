@@ -353,7 +353,10 @@ mod tests {
         b.subscribe("a", None, &two).await.unwrap();
         b.publish(draft(&["a"])).await.unwrap();
         let (e1, e2) = (one_rx.recv().await.unwrap(), two_rx.recv().await.unwrap());
-        assert!(Arc::ptr_eq(&e1, &e2), "one event, not a copy per subscriber");
+        assert!(
+            Arc::ptr_eq(&e1, &e2),
+            "one event, not a copy per subscriber"
+        );
         assert_eq!(e1.frame.as_str().as_ptr(), e2.frame.as_str().as_ptr());
     }
 
