@@ -1,6 +1,14 @@
 //! Who may read which channel. Kept apart from the socket loop so SSE and WebSocket share one rule.
 
+use std::sync::Arc;
+
+use http::{HeaderMap, Response, StatusCode};
+
+use super::handshake::origin_allowed;
 use super::protocol::{ErrorCode, ProtocolError};
+use crate::body::{Body, json_error};
+use crate::config::Config;
+use crate::state::{Shared, SocketSlot};
 
 /// Channels of collaboration rooms; client broadcasts are allowed only there.
 pub const ROOM_PREFIX: &str = "room:";
@@ -21,6 +29,40 @@ pub fn may_read(
         )),
         _ => Ok(()),
     }
+}
+
+/// The checks every socket and event stream passes before anything is allocated for it: the
+/// replica is not draining, the Origin is allowed, and a connection slot is free.
+#[allow(clippy::result_large_err)] // refused handshakes are rare; boxing would cost every refusal an allocation for nothing
+pub fn admit(
+    shared: &Arc<Shared>,
+    cfg: &Config,
+    headers: &HeaderMap,
+) -> Result<SocketSlot, Response<Body>> {
+    if shared.is_draining() {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this replica is shutting down; reconnect elsewhere",
+        ));
+    }
+    if !origin_allowed(&cfg.websocket.allowed_origins, headers) {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this Origin may not open sockets or event streams here (websocket.allowed_origins)",
+        ));
+    }
+    shared
+        .try_open_socket(cfg.limits.max_connections)
+        .ok_or_else(|| {
+            shared.metrics.ws_dropped("max_connections");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                "connection limit reached (limits.max_connections)",
+            )
+        })
 }
 
 #[cfg(test)]

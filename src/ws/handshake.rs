@@ -10,6 +10,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
+use super::access;
 use super::connection::{self, Session};
 use crate::auth;
 use crate::body::{Body, empty, json_error};
@@ -70,20 +71,10 @@ fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
 pub fn accept(mut req: Request<Incoming>, shared: Arc<Shared>, kind: SocketKind) -> Response<Body> {
     let settings = shared.settings();
     let cfg = &settings.config;
-    if shared.is_draining() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this replica is shutting down; reconnect elsewhere",
-        );
-    }
-    if !origin_allowed(&cfg.websocket.allowed_origins, req.headers()) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this Origin may not open sockets here (websocket.allowed_origins)",
-        );
-    }
+    let slot = match access::admit(&shared, cfg, req.headers()) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
+    };
     let headers = req.headers();
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -121,14 +112,6 @@ pub fn accept(mut req: Request<Incoming>, shared: Arc<Shared>, kind: SocketKind)
         };
         auto_channels.push(format!("{}{}", cfg.channels.user_prefix, user));
     }
-    let Some(slot) = shared.try_open_socket(cfg.limits.max_connections) else {
-        shared.metrics.ws_dropped("max_connections");
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "connection limit reached (limits.max_connections)",
-        );
-    };
     let ws_config = socket_config(cfg.limits.max_message_bytes);
     let session = Session {
         client_id: Arc::from(uuid::Uuid::now_v7().simple().to_string()),

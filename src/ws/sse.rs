@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
 use super::access;
-use super::handshake::origin_allowed;
 use super::protocol::valid_channel;
 use crate::auth;
 use crate::body::{Body, json_error};
@@ -28,20 +27,6 @@ use crate::state::{Shared, SocketSlot};
 pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     let settings = shared.settings();
     let cfg = &settings.config;
-    if shared.is_draining() {
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
-            "this replica is shutting down; reconnect elsewhere",
-        );
-    }
-    if !origin_allowed(&cfg.websocket.allowed_origins, req.headers()) {
-        return json_error(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this Origin may not open event streams here (websocket.allowed_origins)",
-        );
-    }
     let query = req.uri().query().unwrap_or("");
     let mut channels = query_values(query, "channel");
     let mut seen = std::collections::HashSet::new();
@@ -88,13 +73,9 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
         .as_deref()
         .map(parse_positions)
         .unwrap_or_default();
-    let Some(slot) = shared.try_open_socket(cfg.limits.max_connections) else {
-        shared.metrics.ws_dropped("max_connections");
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "connection limit reached (limits.max_connections)",
-        );
+    let slot = match access::admit(&shared, cfg, req.headers()) {
+        Ok(slot) => slot,
+        Err(refused) => return refused,
     };
 
     let client_id: Arc<str> = Arc::from(uuid::Uuid::now_v7().simple().to_string());
