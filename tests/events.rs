@@ -93,3 +93,55 @@ async fn failed_mutations_reads_and_excluded_paths_emit_nothing() {
     );
     assert_silent(&mut ws, Duration::from_millis(300)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_rule_renders_templates_and_copies_only_listed_fields() {
+    let h = Harness::start(
+        r#"auth: { mode: header }
+events:
+  rules:
+    - methods: [PUT, PATCH]
+      path: "^/api/projects/(?P<id>[^/]+)$"
+      type: project_renamed
+      channels: ["project:{id}", "user:{user}"]
+      invalidate: [["projects"], ["project", "{id}"], ["by-name", "{body.name}"]]
+      id: "/id"
+      data: ["id", "name"]
+"#,
+    )
+    .await;
+    let (mut ws, _) = h
+        .socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")])
+        .await;
+    subscribe(&mut ws, "project:5", None).await;
+    subscribe(&mut ws, "user:7", None).await;
+    http(
+        Method::PATCH,
+        &h.url("/api/projects/5"),
+        &[("x-user-id", "7")],
+        "{}",
+    )
+    .await;
+    let mut got = vec![recv_json(&mut ws).await, recv_json(&mut ws).await];
+    got.sort_by_key(|e| e["channel"].as_str().unwrap_or("").to_owned());
+    assert_eq!(got[0]["channel"], "project:5");
+    assert_eq!(got[1]["channel"], "user:7");
+    for ev in &got {
+        assert_eq!(ev["type"], "project_renamed");
+        assert_eq!(ev["resource_id"], "5");
+        assert_eq!(ev["actor"], "7");
+        assert_eq!(
+            ev["invalidate"],
+            json!([["projects"], ["project", "5"], ["by-name", "renamed"]])
+        );
+        assert_eq!(
+            ev["data"],
+            json!({"id": 5, "name": "renamed"}),
+            "the upstream's `secret` field must not leak"
+        );
+    }
+    assert_eq!(
+        got[0]["id"], got[1]["id"],
+        "one mutation, one id across its channels"
+    );
+}

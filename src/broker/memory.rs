@@ -327,6 +327,26 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn history_older_than_ttl_cannot_be_replayed() {
+        let b = MemoryBroker::new(HistoryConfig {
+            size: 100,
+            ttl: Duration::from_secs(10),
+        });
+        for _ in 0..3 {
+            b.publish(draft(&["a"])).await.unwrap();
+        }
+        let (s, _rx) = sub("late", 8);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(
+            b.subscribe("a", Some(1), &s).await.unwrap().resume,
+            Resume::Recovered
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let out = b.subscribe("a", Some(1), &s).await.unwrap();
+        assert_eq!((out.resume, out.seq), (Resume::Reset, 3));
+    }
+
     #[tokio::test]
     async fn full_queue_cuts_off_only_the_slow_subscriber() {
         let b = broker(10);
