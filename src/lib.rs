@@ -98,8 +98,7 @@ impl Running {
         if config.broker.kind != old.broker.kind {
             return Err("broker.kind changed: restart syncgate to apply".into());
         }
-        auth::check_supported(&config.auth)?;
-        self.shared.replace_settings(Settings::new(config));
+        self.shared.replace_settings(Settings::new(config)?);
         Ok(())
     }
 }
@@ -111,7 +110,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running, StartError> {
-    auth::check_supported(&config.auth).map_err(StartError::Unsupported)?;
     if config.broker.kind == BrokerKind::Redis {
         return Err(StartError::Unsupported(
             "broker.kind redis is not available in this version yet; use memory".into(),
@@ -131,12 +129,8 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
     metrics.set_broker_up(broker.is_up());
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared::new(
-        Settings::new(config),
-        broker,
-        metrics,
-        shutdown_rx.clone(),
-    ));
+    let settings = Settings::new(config).map_err(StartError::Unsupported)?;
+    let shared = Arc::new(Shared::new(settings, broker, metrics, shutdown_rx.clone()));
     spawn_upstream_probe(Arc::clone(&shared), shutdown_rx.clone());
 
     let public = {

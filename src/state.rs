@@ -10,23 +10,32 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::admin::metrics::Metrics;
+use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::events::EventMatcher;
 use crate::proxy::upstream::Upstream;
 use crate::publisher::Publisher;
+use crate::ws::rooms::Rooms;
 
 /// A config together with what is compiled from it.
 #[derive(Debug)]
 pub struct Settings {
     pub config: Config,
     pub matcher: EventMatcher,
+    pub auth: Authenticator,
 }
 
 impl Settings {
-    pub fn new(config: Config) -> Settings {
+    /// Fails when the config cannot work at runtime (e.g. jwt mode without a usable key).
+    pub fn new(config: Config) -> Result<Settings, String> {
         let matcher = EventMatcher::new(&config.events);
-        Settings { config, matcher }
+        let auth = Authenticator::new(&config.auth, &config.upstream)?;
+        Ok(Settings {
+            config,
+            matcher,
+            auth,
+        })
     }
 }
 
@@ -37,6 +46,8 @@ pub struct Shared {
     pub upstream: Upstream,
     /// Orders proxy-built events by response completion.
     pub publisher: Publisher,
+    /// Room membership and presence on this replica.
+    pub rooms: Rooms,
     /// Open WebSocket and SSE connections, checked against `limits.max_connections`.
     open_sockets: AtomicUsize,
     /// Set on SIGTERM: `/readyz` answers 503 and new sockets are refused.
@@ -57,6 +68,7 @@ impl Shared {
         let publisher = Publisher::spawn(Arc::clone(&broker), Arc::clone(&metrics));
         Shared {
             publisher,
+            rooms: Rooms::default(),
             settings: ArcSwap::from_pointee(settings),
             broker,
             metrics,

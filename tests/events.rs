@@ -11,7 +11,9 @@ use serde_json::json;
 #[tokio::test]
 async fn create_update_delete_emit_spec_envelopes() {
     let h = Harness::start("auth: { mode: header }\n").await;
-    let (mut ws, _) = h.socket().await;
+    let (mut ws, _) = h
+        .socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "8")])
+        .await;
     let sub = subscribe(&mut ws, "projects", None).await;
     assert_eq!(
         sub,

@@ -37,15 +37,28 @@ async fn publish(h: &Harness, channel: &str, data: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn welcome_names_the_client_and_user() {
-    let h = Harness::start("auth: { mode: header }\n").await;
-    let (_, anon) = h.socket().await;
-    assert_eq!(anon["user"], Value::Null);
+    let open = Harness::start("").await;
+    let (_, anon) = open.socket().await;
+    assert_eq!(anon["user"], Value::Null, "auth.mode none: anonymous");
     assert!(anon["client_id"].as_str().is_some_and(|id| id.len() >= 16));
+    let h = Harness::start("auth: { mode: header }\n").await;
     let (_, seven) = h
         .socket_with(&h.ws_url("/api/ws"), &[("x-user-id", "7")])
         .await;
     assert_eq!(seven["user"], "7");
     assert_ne!(anon["client_id"], seven["client_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_configured_anonymous_sockets_are_refused_with_401() {
+    let h = Harness::start("auth: { mode: header }\n").await;
+    for path in ["/api/ws", "/api/ws/notifications", "/api/ws/room/doc1"] {
+        let err = connect(&h.ws_url(path), &[]).await.expect_err(path);
+        assert!(
+            matches!(&err, tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401),
+            "{path}: {err}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +363,10 @@ async fn room_broadcast_reaches_other_members_only() {
     let (mut b, _) = h.socket().await;
     let (mut outsider, _) = h.socket().await;
     subscribe(&mut a, "room:doc1", None).await;
+    assert_eq!(recv_json(&mut a).await["type"], "presence");
     subscribe(&mut b, "room:doc1", None).await;
+    assert_eq!(recv_json(&mut b).await["type"], "presence");
+    assert_eq!(recv_json(&mut a).await["type"], "user_joined");
     send_json(
         &mut a,
         json!({"op":"publish","channel":"room:doc1","type":"document_updated","data":{"v":2}}),

@@ -297,7 +297,11 @@ async fn sse_refuses_private_channels_of_other_users() {
     let other = open(&h, "/api/sse?channel=user:7", &[("x-user-id", "8")]).await;
     assert_eq!(other.status, StatusCode::FORBIDDEN);
     let anonymous = open(&h, "/api/sse?channel=projects&channel=user:7", &[]).await;
-    assert_eq!(anonymous.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        anonymous.status,
+        StatusCode::UNAUTHORIZED,
+        "auth is on: identify first"
+    );
     let owner = open(&h, "/api/sse?channel=user:7", &[("x-user-id", "7")]).await;
     assert_eq!(owner.status, StatusCode::OK);
     h.sidecar.shutdown().await;

@@ -120,7 +120,7 @@ fn build(root: &Node<'_>, env: Env<'_>) -> Result<Config> {
         events: rules::events(&top.get("events"))?,
         websocket,
         sse,
-        auth: auth(&top.get("auth"))?,
+        auth: auth(&top.get("auth"), env)?,
         rooms: rules::rooms(&top.get("rooms"))?,
         channels: ChannelsConfig {
             user_prefix: top
@@ -226,7 +226,7 @@ fn upstream_url(node: &Node<'_>, url: &str) -> Result<(Authority, String)> {
     Ok((authority, path.trim_end_matches('/').to_owned()))
 }
 
-fn auth(node: &Node<'_>) -> Result<AuthConfig> {
+fn auth(node: &Node<'_>, env: Env<'_>) -> Result<AuthConfig> {
     let s = node.section(&["mode", "upstream", "jwt", "header", "token_query_param"])?;
     let mode = s.get("mode").choice_or(
         &[
@@ -252,7 +252,7 @@ fn auth(node: &Node<'_>) -> Result<AuthConfig> {
 
     let jwt = s
         .get("jwt")
-        .section(&["secret_env", "algorithms", "user_id_claim"])?;
+        .section(&["secret_env", "key_file", "algorithms", "user_id_claim"])?;
     let algorithms_node = jwt.get("algorithms");
     let algorithms = algorithms_node
         .text_list(|n, name| {
@@ -271,10 +271,30 @@ fn auth(node: &Node<'_>) -> Result<AuthConfig> {
     if algorithms.is_empty() {
         return Err(algorithms_node.err("must list at least one algorithm, like [HS256]"));
     }
+    let families: std::collections::BTreeSet<&str> =
+        algorithms.iter().map(|a| jwt_family(a)).collect();
+    if families.len() > 1 {
+        return Err(algorithms_node.err(
+            "one key verifies one algorithm family: list only HS*, only RS*/PS*, only ES*, or only EdDSA",
+        ));
+    }
+    let secret_env = jwt
+        .get("secret_env")
+        .non_empty_text_or("SYNCGATE_JWT_SECRET")?;
+    let key_file_node = jwt.get("key_file");
+    let key_file = key_file_node.text()?.map(std::path::PathBuf::from);
+    let key = match &key_file {
+        Some(path) => Some(Arc::from(std::fs::read(path).map_err(|e| {
+            key_file_node.err(format!("cannot read {}: {e}", path.display()))
+        })?)),
+        None => env(&secret_env)
+            .filter(|k| !k.is_empty())
+            .map(|k| Arc::from(k.into_bytes())),
+    };
     let jwt = JwtAuthConfig {
-        secret_env: jwt
-            .get("secret_env")
-            .non_empty_text_or("SYNCGATE_JWT_SECRET")?,
+        secret_env,
+        key_file,
+        key,
         algorithms,
         user_id_claim: jwt.get("user_id_claim").non_empty_text_or("sub")?,
     };
@@ -308,6 +328,16 @@ fn auth(node: &Node<'_>) -> Result<AuthConfig> {
         header,
         token_query_param,
     })
+}
+
+/// HS*, RS*/PS* (RSA), ES* and EdDSA need different kinds of key.
+fn jwt_family(alg: &str) -> &'static str {
+    match &alg[..2] {
+        "HS" => "hmac",
+        "RS" | "PS" => "rsa",
+        "ES" => "ec",
+        _ => "ed",
+    }
 }
 
 fn history(node: &Node<'_>) -> Result<HistoryConfig> {

@@ -169,6 +169,11 @@ pub struct UpstreamAuthConfig {
 #[derive(Debug, Clone)]
 pub struct JwtAuthConfig {
     pub secret_env: String,
+    /// A PEM public key (RS*/PS*/ES*/EdDSA) or an HMAC secret (HS*), read at load time; when absent
+    /// the key comes from the `secret_env` variable.
+    pub key_file: Option<std::path::PathBuf>,
+    /// The resolved key material; `None` = no key configured (jwt mode then cannot start).
+    pub key: Option<Arc<[u8]>>,
     pub algorithms: Vec<String>,
     pub user_id_claim: String,
 }

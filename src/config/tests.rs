@@ -472,11 +472,16 @@ fn auth_header_prefix_and_token_param_are_checked() {
         &["at least one"],
     );
     assert_eq!(
-        load("auth: { jwt: { algorithms: [hs512, eddsa] } }")
+        load("auth: { jwt: { algorithms: [hs512, hs256] } }")
             .auth
             .jwt
             .algorithms,
-        ["HS512", "EdDSA"]
+        ["HS512", "HS256"]
+    );
+    fails_at(
+        "auth: { jwt: { algorithms: [HS256, EdDSA] } }",
+        "auth.jwt.algorithms",
+        &["one algorithm family"],
     );
     fails_at(
         "channels: { user_prefix: \"\" }",

@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use crate::auth;
+use crate::auth::Credentials;
 use crate::body::{Body, BoxError, empty, json_error};
 use crate::events::{BodyPrefix, EmitContext, EventPlan, external, now_millis};
 use crate::state::{Settings, Shared};
@@ -60,8 +60,14 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -
     } else if path == cfg.websocket.notifications_path {
         Some(SocketKind::Notifications)
     } else {
-        None
+        room_name(path, &cfg.websocket.room_path).map(SocketKind::Room)
     };
+    if socket_kind
+        .as_ref()
+        .is_some_and(|k| matches!(k, SocketKind::Room(n) if n.is_empty()))
+    {
+        return json_error(StatusCode::NOT_FOUND, "bad_room", "invalid room name");
+    }
     if let Some(kind) = socket_kind {
         if !is_websocket_upgrade(req.headers()) {
             return json_error(
@@ -70,12 +76,32 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -
                 "this path serves WebSockets only",
             );
         }
-        return handshake::accept(req, Arc::clone(shared), kind);
+        return handshake::accept(req, Arc::clone(shared), kind).await;
     }
     if path == cfg.sse.path && req.method() == Method::GET {
         return sse::serve(req, Arc::clone(shared)).await;
     }
     forward(req, shared, &settings, peer).await
+}
+
+/// The room of a `room_path` request (`/api/ws/room/{room}`), percent-decoded; `Some("")` when the
+/// path has the room shape but the name is not a valid channel name.
+fn room_name(path: &str, room_path: &crate::config::RoomPath) -> Option<String> {
+    let name = path
+        .strip_prefix(room_path.prefix.as_str())?
+        .strip_suffix(room_path.suffix.as_str())?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let decoded = percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()?;
+    let channel = format!("{}{decoded}", crate::ws::access::ROOM_PREFIX);
+    Some(if crate::ws::protocol::valid_channel(&channel) {
+        decoded.into_owned()
+    } else {
+        String::new()
+    })
 }
 
 /// Everything the later phases need to know about the request once it has been handed upstream.
@@ -98,13 +124,21 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     let is_upgrade = parts.headers.contains_key(header::UPGRADE);
     let path = parts.uri.path().to_owned();
-    let ex = Exchange {
-        plan: if is_upgrade {
-            None
-        } else {
-            settings.matcher.plan(&parts.method, &path)
-        },
-        actor: auth::identify(&cfg.auth, &parts.headers),
+    let plan = if is_upgrade {
+        None
+    } else {
+        settings.matcher.plan(&parts.method, &path)
+    };
+    // Only a mutation that may emit needs to know its actor; GETs never pay for identity.
+    let identity = plan.as_ref().map(|_| {
+        (
+            parts.headers.clone(),
+            Credentials::from_request(&parts.headers, None, None),
+        )
+    });
+    let mut ex = Exchange {
+        plan,
+        actor: None,
         origin_client: parts
             .headers
             .get("x-sync-client")
@@ -143,11 +177,29 @@ async fn forward(
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
     };
     let upstream_req = Request::from_parts(parts, body);
-    let resp = match shared
-        .upstream
-        .send(upstream_req, cfg.upstream.request_timeout)
-        .await
-    {
+    let identify = async {
+        let (headers, creds) = identity.as_ref()?;
+        match settings
+            .auth
+            .identify(headers, creds, &shared.upstream)
+            .await
+        {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::warn!(error = %e, "actor unknown for this mutation");
+                None
+            }
+        }
+    };
+    // The actor is looked up while the upstream works on the request, adding no latency.
+    let (sent, actor) = tokio::join!(
+        shared
+            .upstream
+            .send(upstream_req, cfg.upstream.request_timeout),
+        identify
+    );
+    ex.actor = actor;
+    let resp = match sent {
         Ok(resp) => resp,
         Err(e) => return upstream_failure(shared, &e),
     };

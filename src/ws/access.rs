@@ -6,9 +6,10 @@ use http::{HeaderMap, Response, StatusCode};
 
 use super::handshake::origin_allowed;
 use super::protocol::{ErrorCode, ProtocolError};
+use crate::auth::{AuthError, Credentials};
 use crate::body::{Body, json_error};
 use crate::config::Config;
-use crate::state::{Shared, SocketSlot};
+use crate::state::{Settings, Shared, SocketSlot};
 
 /// Channels of collaboration rooms; client broadcasts are allowed only there.
 pub const ROOM_PREFIX: &str = "room:";
@@ -33,6 +34,48 @@ pub fn may_read(
 
 /// The checks every socket and event stream passes before anything is allocated for it: the
 /// replica is not draining, the Origin is allowed, and a connection slot is free.
+/// Who is opening a socket or stream: credentials from headers or the token query parameter.
+/// With authentication configured, an unidentified caller is refused (401) before any upgrade.
+#[allow(clippy::result_large_err)] // refusals are rare; boxing would cost each one an allocation
+pub async fn identify(
+    shared: &Shared,
+    settings: &Settings,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<(Option<Arc<str>>, Credentials), Response<Body>> {
+    let creds = Credentials::from_request(
+        headers,
+        query,
+        Some(&settings.config.auth.token_query_param),
+    );
+    match settings
+        .auth
+        .identify(headers, &creds, &shared.upstream)
+        .await
+    {
+        Ok(Some(user)) => Ok((Some(user), creds)),
+        Ok(None) if !settings.auth.required() => Ok((None, creds)),
+        Ok(None) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first: sockets and event streams need an authenticated user",
+        )),
+        Err(AuthError::Invalid(_)) => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "the credentials were refused",
+        )),
+        Err(AuthError::Unavailable(e)) => {
+            tracing::warn!(error = %e, "cannot identify a socket caller");
+            Err(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auth_unavailable",
+                "identity cannot be checked right now; retry",
+            ))
+        }
+    }
+}
+
 #[allow(clippy::result_large_err)] // refused handshakes are rare; boxing would cost every refusal an allocation for nothing
 pub fn admit(
     shared: &Arc<Shared>,

@@ -14,11 +14,11 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
-use super::access;
 use super::protocol::{self, ClientOp, ErrorCode, ProtocolError, ServerMsg};
+use super::{access, rooms};
+use crate::auth::Credentials;
 use crate::broker::{Event, Resume, Subscriber};
-use crate::events::{EventDraft, now_millis};
-use crate::state::Shared;
+use crate::state::{Settings, Shared};
 
 /// A peer that accepts nothing for this long is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,24 +32,32 @@ pub struct Session {
     pub user: Option<Arc<str>>,
     /// Channels subscribed on connect (the notifications socket's `user:{id}`).
     pub auto_channels: Vec<String>,
+    /// What the caller presented, replayed to the API to authorize room joins.
+    pub creds: Credentials,
+    /// Set on a room socket (`room_path`): its room, joined on connect; bare `{"type":…}` frames
+    /// are broadcasts to it.
+    pub room: Option<String>,
 }
 
 /// Why the loop ended, and the close frame to send if any.
 enum End {
     Quiet,
     Close(CloseCode, &'static str),
+    /// A room join the API refused: close 4403 with the reason, so the browser can show it.
+    Refused(String),
 }
 
 struct Conn<'a, S> {
     ws: S,
     shared: &'a Shared,
+    /// The same, owned, for work that must outlive a borrow of `self` (room authorization).
+    shared_owned: Arc<Shared>,
     sub: Subscriber,
     session: Session,
     /// Subscribed channels and the last `seq` delivered on each (drops replay/live overlap).
     subs: HashMap<String, u64>,
     max_subscriptions: usize,
-    user_prefix: String,
-    client_publish: bool,
+    settings: Arc<Settings>,
 }
 
 pub async fn serve<S>(ws: S, shared: Arc<Shared>, session: Session)
@@ -68,21 +76,23 @@ where
     let mut conn = Conn {
         ws,
         shared: &shared,
+        shared_owned: Arc::clone(&shared),
         sub,
         session,
         subs: HashMap::new(),
         max_subscriptions: cfg.limits.max_subscriptions,
-        user_prefix: cfg.channels.user_prefix.clone(),
-        client_publish: cfg.rooms.client_publish,
+        settings: Arc::clone(&settings),
     };
     drop(settings);
     shared.metrics.ws_opened();
     let end = conn.run(&mut queue, ping_every).await;
-    if let End::Close(code, reason) = end {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
+    let close = match end {
+        End::Quiet => None,
+        End::Close(code, reason) => Some((code, Utf8Bytes::from_static(reason))),
+        End::Refused(reason) => Some((CloseCode::Library(4403), Utf8Bytes::from(reason))),
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame { code, reason };
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
             conn.ws.send(Message::Close(Some(frame))),
@@ -91,6 +101,9 @@ where
     }
     for channel in conn.subs.keys() {
         shared.broker.unsubscribe(channel, conn.sub.id());
+        if let Some(room) = channel.strip_prefix(access::ROOM_PREFIX) {
+            shared.rooms.leave(room, conn.sub.id());
+        }
     }
     shared.metrics.ws_closed();
 }
@@ -113,6 +126,15 @@ where
             return End::Quiet;
         }
         for channel in std::mem::take(&mut self.session.auto_channels) {
+            if let Err(end) = self.subscribe(channel, None).await {
+                return end;
+            }
+        }
+        if let Some(room) = self.session.room.clone() {
+            let channel = format!("{}{room}", access::ROOM_PREFIX);
+            if let Err(refused) = self.join_room(&room).await {
+                return End::Refused(refused);
+            }
             if let Err(end) = self.subscribe(channel, None).await {
                 return end;
             }
@@ -175,6 +197,14 @@ where
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        if let Some((event_type, data)) = self.room_frame(text) {
+            let channel = format!(
+                "{}{}",
+                access::ROOM_PREFIX,
+                self.session.room.as_deref().unwrap_or("")
+            );
+            return self.publish(channel, event_type, data).await;
+        }
         match protocol::parse(text) {
             Ok(ClientOp::Subscribe { channel, since }) => self.subscribe(channel, since).await,
             Ok(ClientOp::Unsubscribe { channel }) => self.unsubscribe(channel).await,
@@ -190,7 +220,16 @@ where
 
     async fn subscribe(&mut self, channel: String, since: Option<u64>) -> Result<(), End> {
         let user = self.session.user.as_deref();
-        if let Err(err) = access::may_read(&channel, user, &self.user_prefix, "subscribe") {
+        let user_prefix = &self.settings.config.channels.user_prefix;
+        if let Err(err) = access::may_read(&channel, user, user_prefix, "subscribe") {
+            return self.send_error(&err).await;
+        }
+        let room = channel.strip_prefix(access::ROOM_PREFIX).map(str::to_owned);
+        if let Some(room) = &room
+            && self.session.room.as_deref() != Some(room.as_str())
+            && let Err(refused) = self.join_room(room).await
+        {
+            let err = ProtocolError::new(ErrorCode::Forbidden, refused, Some("subscribe"));
             return self.send_error(&err).await;
         }
         if !self.subs.contains_key(&channel) && self.subs.len() >= self.max_subscriptions {
@@ -236,7 +275,56 @@ where
         for event in &outcome.replay {
             self.feed_event(event).await?;
         }
+        if let Some(room) = &room {
+            let users = self.shared.rooms.join(room, &self.sub, self.presence_id());
+            self.send(rooms::presence_frame(room, &users)).await?;
+        }
         self.flush().await
+    }
+
+    /// On a room socket, a bare `{"type":…,"data":…}` frame (no `op`) is a broadcast to the room.
+    fn room_frame(&self, text: &str) -> Option<(String, serde_json::Value)> {
+        self.session.room.as_ref()?;
+        let serde_json::Value::Object(mut map) = serde_json::from_str(text).ok()? else {
+            return None;
+        };
+        if map.contains_key("op") {
+            return None;
+        }
+        let event_type = match map.remove("type")? {
+            serde_json::Value::String(t)
+                if !t.is_empty() && t.len() <= protocol::MAX_CHANNEL_LEN =>
+            {
+                t
+            }
+            _ => return None,
+        };
+        Some((
+            event_type,
+            map.remove("data").unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Checks `rooms.authorize` for this caller; joining itself happens once subscribed.
+    /// (Borrows fields, not `self`: the socket inside is not `Sync`, and this awaits.)
+    fn join_room(
+        &self,
+        room: &str,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let shared = Arc::clone(&self.shared_owned);
+        let settings = Arc::clone(&self.settings);
+        let room = room.to_owned();
+        let user = self.session.user.clone();
+        let creds = self.session.creds.clone();
+        async move { rooms::authorize(&shared, &settings, &room, user.as_deref(), &creds).await }
+    }
+
+    /// Presence is per user; an anonymous caller is present as its connection.
+    fn presence_id(&self) -> Arc<str> {
+        match &self.session.user {
+            Some(user) => Arc::clone(user),
+            None => Arc::from(format!("anon:{}", self.session.client_id)),
+        }
     }
 
     async fn unsubscribe(&mut self, channel: String) -> Result<(), End> {
@@ -249,48 +337,40 @@ where
             return self.send_error(&err).await;
         }
         self.shared.broker.unsubscribe(&channel, self.sub.id());
+        if let Some(room) = channel.strip_prefix(access::ROOM_PREFIX) {
+            self.shared.rooms.leave(room, self.sub.id());
+        }
         self.send(ServerMsg::Unsubscribed { channel: &channel }.to_json())
             .await
     }
 
     /// Client broadcast: only into a room this connection has joined, only when rooms allow it.
+    /// Relayed to the other members as it is, never echoed and never stored.
     async fn publish(
         &mut self,
         channel: String,
         event_type: String,
         data: serde_json::Value,
     ) -> Result<(), End> {
-        if !self.client_publish || !channel.starts_with(access::ROOM_PREFIX) {
+        let room = channel.strip_prefix(access::ROOM_PREFIX);
+        let Some(room) = room.filter(|_| self.settings.config.rooms.client_publish) else {
             let err = ProtocolError::new(
                 ErrorCode::Forbidden,
                 "clients may publish only to a joined room:… channel, when rooms.client_publish is true",
                 Some("publish"),
             );
             return self.send_error(&err).await;
-        }
-        if !self.subs.contains_key(&channel) {
+        };
+        if !self
+            .shared
+            .rooms
+            .broadcast(room, self.sub.id(), &event_type, data)
+        {
             let err = ProtocolError::new(
                 ErrorCode::Forbidden,
                 format!("join {channel:?} before publishing to it"),
                 Some("publish"),
             );
-            return self.send_error(&err).await;
-        }
-        let draft = EventDraft {
-            event_type,
-            channels: vec![channel],
-            resource: None,
-            resource_id: None,
-            action: None,
-            invalidate: Vec::new(),
-            data,
-            actor: self.session.user.as_deref().map(str::to_owned),
-            ts: now_millis(),
-            origin_client: Some(self.session.client_id.to_string()),
-        };
-        self.shared.metrics.event_published(&draft.event_type);
-        if let Err(e) = self.shared.broker.publish(draft).await {
-            let err = ProtocolError::new(ErrorCode::Unavailable, e.to_string(), Some("publish"));
             return self.send_error(&err).await;
         }
         Ok(())
@@ -316,12 +396,15 @@ where
         let Some(last) = self.subs.get_mut(&*event.channel) else {
             return Ok(()); // unsubscribed while it was queued
         };
-        if event.seq <= *last {
-            return Ok(());
-        }
-        *last = event.seq;
-        if self.sub.excludes(event) || self.is_own_room_message(event) {
-            return Ok(());
+        // seq 0: room presence and broadcasts, relayed once and never replayed, so never deduped.
+        if event.seq != 0 {
+            if event.seq <= *last {
+                return Ok(());
+            }
+            *last = event.seq;
+            if self.sub.excludes(event) {
+                return Ok(());
+            }
         }
         timed(
             self.shared,
@@ -332,12 +415,6 @@ where
             .metrics
             .observe_delivery(event.published_at.elapsed());
         Ok(())
-    }
-
-    /// Room broadcasts go to the other members only, whatever `exclude_origin` says.
-    fn is_own_room_message(&self, event: &Event) -> bool {
-        event.channel.starts_with(access::ROOM_PREFIX)
-            && event.origin_client.as_deref() == Some(&*self.session.client_id)
     }
 
     async fn send_error(&mut self, err: &ProtocolError) -> Result<(), End> {

@@ -12,17 +12,18 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::access;
 use super::connection::{self, Session};
-use crate::auth;
 use crate::body::{Body, empty, json_error};
 use crate::config::OriginPolicy;
 use crate::state::Shared;
 
 /// Which of our socket paths was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketKind {
     Generic,
     /// Auto-subscribed to the caller's own `user:{id}`.
     Notifications,
+    /// `room_path` with its room name: joins `room:{room}` on connect.
+    Room(String),
 }
 
 /// `Connection: upgrade` + `Upgrade: websocket`, whatever the path.
@@ -68,7 +69,11 @@ fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     cfg
 }
 
-pub fn accept(mut req: Request<Incoming>, shared: Arc<Shared>, kind: SocketKind) -> Response<Body> {
+pub async fn accept(
+    mut req: Request<Incoming>,
+    shared: Arc<Shared>,
+    kind: SocketKind,
+) -> Response<Body> {
     let settings = shared.settings();
     let cfg = &settings.config;
     let slot = match access::admit(&shared, cfg, req.headers()) {
@@ -100,23 +105,34 @@ pub fn accept(mut req: Request<Incoming>, shared: Arc<Shared>, kind: SocketKind)
         );
     };
     let accept_key = derive_accept_key(key.as_bytes());
-    let user = auth::identify(&cfg.auth, headers);
+    let (user, creds) = match access::identify(&shared, &settings, headers, req.uri().query()).await
+    {
+        Ok(who) => who,
+        Err(refused) => return refused,
+    };
     let mut auto_channels = Vec::new();
-    if kind == SocketKind::Notifications {
-        let Some(user) = &user else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "the notifications socket needs an authenticated user",
-            );
-        };
-        auto_channels.push(format!("{}{}", cfg.channels.user_prefix, user));
+    let mut room = None;
+    match kind {
+        SocketKind::Generic => {}
+        SocketKind::Notifications => {
+            let Some(user) = &user else {
+                return json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the notifications socket needs an authenticated user",
+                );
+            };
+            auto_channels.push(format!("{}{}", cfg.channels.user_prefix, user));
+        }
+        SocketKind::Room(name) => room = Some(name),
     }
     let ws_config = socket_config(cfg.limits.max_message_bytes);
     let session = Session {
         client_id: Arc::from(uuid::Uuid::now_v7().simple().to_string()),
         user,
         auto_channels,
+        creds,
+        room,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     drop(settings);

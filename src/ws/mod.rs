@@ -5,4 +5,5 @@ pub mod access;
 pub mod connection;
 pub mod handshake;
 pub mod protocol;
+pub mod rooms;
 pub mod sse;

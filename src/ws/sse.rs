@@ -19,7 +19,6 @@ use tokio::time::{Interval, MissedTickBehavior};
 
 use super::access;
 use super::protocol::valid_channel;
-use crate::auth;
 use crate::body::{Body, json_error};
 use crate::broker::{Event, Resume, Subscriber};
 use crate::state::{Shared, SocketSlot};
@@ -45,7 +44,11 @@ pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body
             "more channels than limits.max_subscriptions",
         );
     }
-    let user = auth::identify(&cfg.auth, req.headers());
+    let (user, _creds) =
+        match access::identify(&shared, &settings, req.headers(), req.uri().query()).await {
+            Ok(who) => who,
+            Err(refused) => return refused,
+        };
     for channel in &channels {
         if !valid_channel(channel) {
             return json_error(
