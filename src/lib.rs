@@ -14,7 +14,7 @@ pub mod config;
 pub mod events;
 pub mod proxy;
 pub mod publisher;
-mod server;
+pub(crate) mod server;
 pub mod state;
 pub mod tail;
 pub mod ws;

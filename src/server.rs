@@ -21,8 +21,8 @@ use crate::body::Body;
 
 /// A client that has not sent its request head within this time is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// Request heads larger than this are refused (hyper answers 431).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Request heads larger than this are refused with 431 (see `proxy::head_too_large`).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub async fn serve<H, F>(
     name: &'static str,
@@ -38,7 +38,7 @@ pub async fn serve<H, F>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES.max(8192))
+        .max_header_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     // Every connection task holds a sender; when all are dropped, `recv` returns None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);

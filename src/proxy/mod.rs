@@ -52,6 +52,13 @@ pub async fn handle(
 }
 
 async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
+    if head_too_large(&req) {
+        return json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "request headers are limited to 64 KiB",
+        );
+    }
     let settings = shared.settings();
     let cfg = &settings.config;
     let path = req.uri().path();
@@ -82,6 +89,19 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -
         return sse::serve(req, Arc::clone(shared)).await;
     }
     forward(req, shared, &settings, peer).await
+}
+
+/// hyper bounds a head only while it is still incomplete after a read, so a large head that
+/// arrives in one read gets through; this check is exact.
+fn head_too_large<B>(req: &Request<B>) -> bool {
+    let mut size = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    for (name, value) in req.headers() {
+        size += name.as_str().len() + value.len() + 4;
+        if size > crate::server::MAX_HEAD_BYTES {
+            return true;
+        }
+    }
+    false
 }
 
 /// The room of a `room_path` request (`/api/ws/room/{room}`), percent-decoded; `Some("")` when the

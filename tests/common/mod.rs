@@ -45,16 +45,61 @@ fn json_resp(status: StatusCode, v: Value) -> Response<UpBody> {
         .unwrap()
 }
 
+/// Per-upstream counters tests read.
+#[derive(Debug, Default)]
+pub struct ApiState {
+    next_id: AtomicU64,
+    /// How many times `/api/auth/me` was called.
+    pub auth_calls: AtomicU64,
+}
+
+/// Who the test API thinks is calling: `session=alice|bob` cookies or `Bearer alice-token|bob-token`.
+fn caller(req: &Request<Incoming>) -> Option<&'static str> {
+    let cookie = req
+        .headers()
+        .get("cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if cookie.contains("session=alice") || auth == "Bearer alice-token" {
+        Some("7")
+    } else if cookie.contains("session=bob") || auth == "Bearer bob-token" {
+        Some("8")
+    } else {
+        None
+    }
+}
+
 /// The test API. Routes mimic a FastAPI app plus a few that provoke proxy edge cases.
 async fn test_api(
     req: Request<Incoming>,
-    next_id: Arc<AtomicU64>,
+    state: Arc<ApiState>,
 ) -> Result<Response<UpBody>, Infallible> {
+    let next_id = &state.next_id;
+    let who = caller(&req);
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
     let method = req.method().clone();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let resp = match (&method, segs.as_slice()) {
+        (&Method::GET, ["api", "auth", "me"]) => {
+            state.auth_calls.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that concurrent first calls overlap (single-flight is observable).
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match who {
+                Some(id) => json_resp(StatusCode::OK, json!({"id": id, "name": format!("user {id}")})),
+                None => json_resp(StatusCode::UNAUTHORIZED, json!({"detail": "Not authenticated"})),
+            }
+        }
+        // Project `secret` is visible to user 7 only; the API hides it from everyone else.
+        (&Method::GET, ["api", "projects", "secret"]) => match who {
+            Some("7") => json_resp(StatusCode::OK, json!({"id": "secret"})),
+            _ => json_resp(StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),
+        },
         (&Method::GET, ["api", "projects"]) => json_resp(
             StatusCode::OK,
             json!([{"id": 1, "name": "Apollo", "description": "first project, with a description long enough to look real"},
@@ -176,17 +221,26 @@ fn upstream_websocket(mut req: Request<Incoming>) -> Response<UpBody> {
 
 /// Starts the test API on an ephemeral port.
 pub async fn start_upstream() -> SocketAddr {
+    start_upstream_with_state().await.0
+}
+
+/// The test API and its counters.
+pub async fn start_upstream_with_state() -> (SocketAddr, Arc<ApiState>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let next_id = Arc::new(AtomicU64::new(42));
+    let state = Arc::new(ApiState {
+        next_id: AtomicU64::new(42),
+        ..ApiState::default()
+    });
+    let served = Arc::clone(&state);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let next_id = Arc::clone(&next_id);
+            let state = Arc::clone(&served);
             tokio::spawn(async move {
-                let svc = service_fn(move |req| test_api(req, Arc::clone(&next_id)));
+                let svc = service_fn(move |req| test_api(req, Arc::clone(&state)));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
@@ -194,7 +248,7 @@ pub async fn start_upstream() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, state)
 }
 
 /// An address nothing listens on (bound, then released).
