@@ -6,6 +6,12 @@
  * with its position in `X-Sync-Position` ("followed"). Followed-only channels are capped and the
  * least recently fetched one is dropped first, so browsing many `project:{id}` pages never runs
  * into the sidecar's `max_subscriptions`.
+ *
+ * Resume is verified, not trusted: a restarted sidecar (memory broker) numbers its channels from 1
+ * again, and a `since` that happens to be within its new range would be "recovered" with the wrong
+ * events, or with none. So when the id of the last event is known, the client resumes one event
+ * early (`since = lastSeq - 1`) and checks that the event replayed at `lastSeq` is the one it saw.
+ * Anything else means the numbering changed: the channel is treated as reset.
  */
 
 import type { SyncEvent } from "./frames.js";
@@ -16,6 +22,10 @@ interface ChannelState {
   lastUse: number;
   /** Newest seq this client has accounted for; null = subscribe live, no resume position yet. */
   lastSeq: number | null;
+  /** Id of the event at `lastSeq` when it came from an event (not from a position or an ack). */
+  lastId: string | null;
+  /** The resume overlap still to check: the event expected at `seq` on this connection. */
+  verify: { seq: number; id: string } | null;
   /** A subscribe was sent on the current connection. */
   sent: boolean;
   /** The current connection's subscribe was acknowledged. */
@@ -99,9 +109,13 @@ export class Channels {
     if (!state) return null;
     state.sent = true;
     state.acked = false;
-    return state.lastSeq === null
-      ? { op: "subscribe", channel }
-      : { op: "subscribe", channel, since: state.lastSeq };
+    state.verify = null;
+    if (state.lastSeq === null) return { op: "subscribe", channel };
+    if (state.lastId !== null && state.lastSeq > 0) {
+      state.verify = { seq: state.lastSeq, id: state.lastId };
+      return { op: "subscribe", channel, since: state.lastSeq - 1 };
+    }
+    return { op: "subscribe", channel, since: state.lastSeq };
   }
 
   /** The connection dropped: every channel must be subscribed again on the next one. */
@@ -115,14 +129,22 @@ export class Channels {
   /**
    * `subscribed` arrived. When history covered the gap (`recovered`) the replay follows and
    * `lastSeq` stays where it was; otherwise delivery is live from `seq` (a `reset` follows when a
-   * resume was refused).
+   * resume was refused). Returns "renumbered" when the channel is now behind the event this client
+   * last saw on it: a different numbering, to be handled as a reset.
    */
-  subscribed(channel: string, seq: number, recovered: boolean): void {
+  subscribed(channel: string, seq: number, recovered: boolean): "ok" | "renumbered" {
     const state = this.states.get(channel);
-    if (!state) return;
+    if (!state) return "ok";
     state.acked = true;
-    if (!recovered || state.lastSeq === null) state.lastSeq = seq;
     for (const resolve of state.waiters.splice(0)) resolve();
+    const verify = state.verify;
+    if (!recovered || state.lastSeq === null || (verify && seq < verify.seq)) {
+      state.verify = null;
+      state.lastSeq = seq;
+      state.lastId = null;
+      return recovered && verify ? "renumbered" : "ok";
+    }
+    return "ok";
   }
 
   /** Resolves once the channel's subscribe has been acknowledged (at once if it already was). */
@@ -132,22 +154,46 @@ export class Channels {
     return new Promise((resolve) => state.waiters.push(resolve));
   }
 
-  /** True when `event` is news for its channel (false: unknown channel, replay or duplicate). */
-  accept(event: Pick<SyncEvent, "channel" | "seq">): boolean {
+  /**
+   * Classifies an event for its channel: "new" (deliver it), "old" (unknown channel, replay or
+   * duplicate: drop it) or "renumbered" (the resume overlap did not match: reset, then deliver).
+   */
+  accept(event: Pick<SyncEvent, "channel" | "seq" | "id">): "new" | "old" | "renumbered" {
     const state = this.states.get(event.channel);
-    if (!state) return false;
-    if (state.lastSeq !== null && event.seq <= state.lastSeq) return false;
+    if (!state) return "old";
+    const verify = state.verify;
+    state.verify = null;
+    if (verify && !(event.seq === verify.seq && event.id === verify.id)) {
+      state.lastSeq = event.seq;
+      state.lastId = event.id;
+      return "renumbered";
+    }
+    if (state.lastSeq !== null && event.seq <= state.lastSeq) return "old";
     state.lastSeq = event.seq;
-    return true;
+    state.lastId = event.id;
+    return "new";
   }
 
   private fresh(lastSeq: number | null, refs: number, followed: boolean): ChannelState {
-    return { refs, followed, lastUse: ++this.clock, lastSeq, sent: false, acked: false, waiters: [] };
+    return {
+      refs,
+      followed,
+      lastUse: ++this.clock,
+      lastSeq,
+      lastId: null,
+      verify: null,
+      sent: false,
+      acked: false,
+      waiters: [],
+    };
   }
 
   private lowerUnsent(state: ChannelState, seq: number | undefined): void {
     if (seq === undefined || state.sent) return;
-    if (state.lastSeq === null || seq < state.lastSeq) state.lastSeq = seq;
+    if (state.lastSeq === null || seq < state.lastSeq) {
+      state.lastSeq = seq;
+      state.lastId = null;
+    }
   }
 
   private evictFollowed(keep: string): string[] {

@@ -149,7 +149,9 @@ export function createSyncClient(options: SyncClientOptions = {}): SyncClient {
         welcomes.emit({ clientId: frame.clientId, user: frame.user }, logger);
         return;
       case "subscribed":
-        channels.subscribed(frame.channel, frame.seq, frame.recovered);
+        if (channels.subscribed(frame.channel, frame.seq, frame.recovered) === "renumbered") {
+          resets.emit(frame.channel, logger);
+        }
         return;
       case "reset":
         if (channels.has(frame.channel)) resets.emit(frame.channel, logger);
@@ -163,7 +165,9 @@ export function createSyncClient(options: SyncClientOptions = {}): SyncClient {
         return;
       case "event": {
         const { event } = frame;
-        if (!channels.accept(event)) return;
+        const verdict = channels.accept(event);
+        if (verdict === "old") return;
+        if (verdict === "renumbered") resets.emit(event.channel, logger);
         for (const listener of [...(channelListeners.get(event.channel) ?? [])]) {
           try {
             listener(event);

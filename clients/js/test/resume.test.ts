@@ -31,9 +31,10 @@ describe("resume bookkeeping", () => {
     socket.drop(1013, "too slow");
     vi.advanceTimersByTime(500);
     socket = net.accept();
-    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 6 }]);
+    // One event of overlap (since = 6 - 1), to check that the sidecar's numbering is the same one.
+    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 5 }]);
     socket.receive({ op: "subscribed", channel: "projects", seq: 8, recovered: true });
-    socket.receive(event("projects", 6)); // a replay we already had
+    socket.receive(event("projects", 6)); // the overlap: the very event we saw at 6
     socket.receive(event("projects", 7));
     socket.receive(event("projects", 8));
     expect(got).toEqual([5, 6, 7, 8]);
@@ -42,7 +43,42 @@ describe("resume bookkeeping", () => {
     socket.drop(1001, "going away");
     vi.advanceTimersByTime(500);
     socket = net.accept();
-    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 8 }]);
+    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 7 }]);
+    client.close();
+    vi.useRealTimers();
+  });
+
+  it("a restarted sidecar whose new numbering overlaps ours is detected and treated as reset", () => {
+    vi.useFakeTimers();
+    const { net, client } = setup();
+    const resets: string[] = [];
+    const got: string[] = [];
+    client.onReset((channel) => resets.push(channel));
+    client.subscribe("projects", { onEvent: (e) => got.push(e.id) });
+    let socket = net.accept();
+    socket.receive({ op: "subscribed", channel: "projects", seq: 0, recovered: false });
+    for (let seq = 1; seq <= 10; seq++) socket.receive(event("projects", seq, { id: `old-${seq}` }));
+
+    // The sidecar restarts and publishes 12 events of its own before we are back.
+    socket.drop(1006);
+    vi.advanceTimersByTime(500);
+    socket = net.accept();
+    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 9 }]);
+    socket.receive({ op: "subscribed", channel: "projects", seq: 12, recovered: true });
+    socket.receive(event("projects", 10, { id: "new-10" })); // not the event we saw at 10
+    socket.receive(event("projects", 11, { id: "new-11" }));
+    expect(resets).toEqual(["projects"]);
+    expect(got.slice(-2)).toEqual(["new-10", "new-11"]);
+    expect(client.position("projects")).toBe(11);
+
+    // Restarted again, with exactly as many events as we had seen: an empty "recovery".
+    socket.drop(1006);
+    vi.advanceTimersByTime(500);
+    socket = net.accept();
+    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 10 }]);
+    socket.receive({ op: "subscribed", channel: "projects", seq: 10, recovered: true });
+    expect(resets).toEqual(["projects", "projects"]);
+    expect(client.position("projects")).toBe(10);
     client.close();
     vi.useRealTimers();
   });
@@ -65,7 +101,7 @@ describe("resume bookkeeping", () => {
     socket.drop();
     vi.advanceTimersByTime(500);
     socket = net.accept();
-    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 3 }]);
+    expect(socket.sentFrames()).toEqual([{ op: "subscribe", channel: "projects", since: 2 }]); // 3, one early
     client.close();
     vi.useRealTimers();
   });
