@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-STATIC_DIR = Path(__file__).parent / "static"
+# The page is a Vite build of demo/web (React + @syncgate/client); scripts/demo.sh builds it.
+WEB_DIST = Path(__file__).parent / "web" / "dist"
 
 # Demo credentials: `Authorization: Bearer alice-token` or cookie `session=alice-token`.
 USERS_BY_TOKEN: dict[str, dict[str, str]] = {
@@ -224,9 +225,18 @@ async def create_notification(body: NotificationIn, response: Response) -> dict[
 # --- the demo page --------------------------------------------------------------------------------
 
 
-@app.get("/", include_in_schema=False)
-async def index() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html")
+NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>syncgate demo</title>
+<p>The demo page is not built yet. Run <code>scripts/demo.sh</code>, or
+<code>(cd clients/js && npm ci && npm run build) && (cd demo/web && npm ci && npm run build)</code>.</p>"""
 
 
-app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+@app.get("/", include_in_schema=False, response_model=None)
+async def index() -> FileResponse | HTMLResponse:
+    page = WEB_DIST / "index.html"
+    if not page.is_file():
+        return HTMLResponse(NOT_BUILT, status_code=503)
+    return FileResponse(page)
+
+
+# check_dir=False: the API works (and its tests run) before the page has been built.
+app.mount("/assets", StaticFiles(directory=WEB_DIST / "assets", check_dir=False), name="assets")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs the demo: the demo FastAPI app on 127.0.0.1:8000 and syncgate in front of it on :8080.
 #
-# Builds syncgate (release), makes .venv with the demo's requirements when needed, starts both,
-# waits until the API answers through the sidecar, and stops both on Ctrl-C or exit.
-# Needs Rust (cargo). python3 and its venv module are apt-get installed when missing and run as root.
+# Builds syncgate (release) and the demo page (npm ci + Vite build of demo/web), makes .venv with
+# the demo's requirements when needed, starts both, waits until the API answers through the
+# sidecar, and stops both on Ctrl-C or exit. Needs Rust (cargo) and Node 20.19+ with npm. python3 and its venv module are apt-get installed when missing and run as root.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -53,6 +53,8 @@ fi
 say "Building syncgate (cargo build --release)"
 cargo build --release
 
+mkdir -p "$LOG_DIR"
+
 say "Preparing the Python environment (.venv)"
 if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv || die "python3 -m venv failed; on Debian: apt-get install -y python3-venv"
@@ -64,7 +66,20 @@ if [[ ! -f "$STAMP" || "$(cat "$STAMP")" != "$WANT" ]]; then
   printf '%s\n' "$WANT" >"$STAMP"
 fi
 
-mkdir -p "$LOG_DIR"
+say "Building the demo page (clients/js, then demo/web with Vite)"
+command -v npm >/dev/null || die "npm is required (Node 20.19+); on Debian: sudo apt-get install -y nodejs npm"
+for dir in clients/js demo/web; do
+  stamp="$dir/node_modules/.demo-lock.sha256"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    printf '%s\n' "$want" >"$stamp"
+  fi
+done
+(cd clients/js && npm run --silent build)
+(cd demo/web && npm run --silent build >"$LOG_DIR/web-build.log" 2>&1) \
+  || { tail -n 30 "$LOG_DIR/web-build.log" >&2; die "the demo page did not build"; }
+
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -73,10 +88,19 @@ say "Starting the demo API on 127.0.0.1:${API_PORT} (log: target/demo/api.log)"
   >"$LOG_DIR/api.log" 2>&1 &
 API_PID=$!
 
-say "Starting syncgate with its built-in defaults (log: target/demo/syncgate.log)"
-# No --config: listen 0.0.0.0:8080, admin 127.0.0.1:9901, upstream http://127.0.0.1:8000.
-env -u SYNCGATE_CONFIG target/release/syncgate >"$LOG_DIR/syncgate.log" 2>&1 &
+say "Starting syncgate with demo/syncgate.yaml (log: target/demo/syncgate.log)"
+# The defaults (listen 0.0.0.0:8080, admin 127.0.0.1:9901, upstream http://127.0.0.1:8000) plus
+# auth.mode upstream, so the demo logins, notifications and rooms work.
+env -u SYNCGATE_CONFIG target/release/syncgate --config demo/syncgate.yaml >"$LOG_DIR/syncgate.log" 2>&1 &
 SIDECAR_PID=$!
+sleep 0.5
+if ! kill -0 "$SIDECAR_PID" 2>/dev/null && grep -q "not available in this version" "$LOG_DIR/syncgate.log"; then
+  # A build from before auth.mode upstream: run anonymous (sync works; logins, rooms and
+  # notifications need to know the user).
+  say "This syncgate has no auth.mode upstream yet: running with its built-in defaults (anonymous)"
+  env -u SYNCGATE_CONFIG target/release/syncgate >"$LOG_DIR/syncgate.log" 2>&1 &
+  SIDECAR_PID=$!
+fi
 
 deadline=$((SECONDS + 30))
 answers() {
@@ -91,7 +115,7 @@ done
 
 cat <<EOF
 
-  Open http://127.0.0.1:${PUBLIC_PORT}/ in two browser tabs
+  Open http://127.0.0.1:${PUBLIC_PORT}/ in two browser windows (sign in as Alice in one, Bob in the other)
   Watch the events: target/release/syncgate tail --url http://127.0.0.1:${PUBLIC_PORT} projects
 
   Ctrl-C stops both processes.

@@ -4,7 +4,7 @@
 # Works on a fresh Debian machine with Rust, run as root (it may apt-get install python3-venv,
 # redis-server, chromium, nodejs). CI runs it through .ci/run.
 #   1. Python .venv with the demo's and the e2e tests' requirements (skipped when unchanged)
-#   2. clients/js node packages and Chromium, once that client exists
+#   2. node packages of clients/js and demo/web, and Chromium for the browser tests
 #   3. a local Redis on 127.0.0.1:6379 for the broker tests
 #   4. cargo fmt --check, clippy -D warnings, build, cargo test, the e2e pytest suite, npm test
 set -euo pipefail
@@ -45,14 +45,14 @@ else
   echo "requirements unchanged; skipping pip"
 fi
 
+WEB_DIR="demo/web"
 if [[ -f "$JS_DIR/package.json" ]]; then
-  banner "Node packages ($JS_DIR)"
+  banner "Node packages ($JS_DIR, $WEB_DIR)"
   command -v npm >/dev/null || apt_install nodejs npm
-  if [[ -f "$JS_DIR/package-lock.json" ]]; then
-    (cd "$JS_DIR" && npm ci --no-audit --no-fund)
-  else
-    (cd "$JS_DIR" && npm install --no-audit --no-fund)
-  fi
+  # The demo page links the client (file:../../clients/js), so the client is installed first.
+  for dir in "$JS_DIR" "$WEB_DIR"; do
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  done
 fi
 if [[ -d "$JS_DIR" && ! -x /usr/bin/chromium ]]; then
   banner "Chromium (browser tests)"
@@ -97,8 +97,10 @@ banner "end-to-end tests (pytest tests/e2e)"
 SYNCGATE_BIN="$ROOT/target/debug/syncgate" .venv/bin/python -m pytest -q tests/e2e
 
 if [[ -f "$JS_DIR/package.json" ]]; then
-  banner "JavaScript client tests (npm test)"
-  (cd "$JS_DIR" && npm test)
+  # Type check, Vitest unit tests, then the demo build and the browser tests: Debian's Chromium
+  # against target/debug/syncgate in front of the demo app from .venv.
+  banner "JavaScript client tests (npm test: unit + browser)"
+  (cd "$JS_DIR" && SYNCGATE_BIN="$ROOT/target/debug/syncgate" npm test)
 fi
 
 banner "all tests passed"
