@@ -224,29 +224,18 @@ async fn slow_consumer_is_cut_off_with_1013_and_others_get_everything() {
     let (mut fast, _) = h.socket().await;
     subscribe(&mut fast, "firehose", None).await;
     let pad = "x".repeat(32 * 1024);
-    let reader = tokio::spawn(async move {
-        let mut got = 0;
-        while got < 400 {
-            let ev = recv_json(&mut fast).await;
-            got += 1;
-            assert_eq!(ev["seq"], got);
-        }
-        got
-    });
     // 400 × 32 KiB = 12.5 MiB: far more than socket buffers hold while `slow` reads nothing.
-    for i in 0..400 {
+    // The fast reader takes each event before the next is published, so only `slow` falls behind,
+    // however loaded the machine is.
+    for i in 0..400u64 {
         publish(&h, "firehose", json!({"i": i, "pad": pad})).await;
-        if i % 50 == 0 {
-            tokio::task::yield_now().await;
-        }
+        let ev = recv_json(&mut fast).await;
+        assert_eq!(
+            ev["seq"],
+            i + 1,
+            "the fast subscriber gets every event, in order"
+        );
     }
-    assert_eq!(
-        tokio::time::timeout(Duration::from_secs(20), reader)
-            .await
-            .unwrap()
-            .unwrap(),
-        400
-    );
     let code = loop {
         match tokio::time::timeout(Duration::from_secs(20), slow.next())
             .await
