@@ -77,7 +77,11 @@ pub fn template(data: &[u8]) {
     let Ok(template) = Template::parse(&source) else {
         return;
     };
-    assert_eq!(template.as_str(), source, "as_str must give the source back");
+    assert_eq!(
+        template.as_str(),
+        source,
+        "as_str must give the source back"
+    );
     assert_eq!(
         Template::parse(template.as_str()).as_ref(),
         Ok(&template),
@@ -112,7 +116,10 @@ pub fn template(data: &[u8]) {
             Part::User => vars.user().map(str::to_owned),
         })
         .collect();
-    assert_eq!(rendered, expected, "render disagrees with the parts of {source:?}");
+    assert_eq!(
+        rendered, expected,
+        "render disagrees with the parts of {source:?}"
+    );
 }
 
 /// `Vars` answered from fuzzer bytes: a name hashes to one value or to "no value".
@@ -136,7 +143,8 @@ impl Vars for FuzzVars {
         self.pick(name)
     }
     fn body_field(&self, path: &[String]) -> Option<String> {
-        self.pick(&format!("body.{}", path.join("."))).map(str::to_owned)
+        self.pick(&format!("body.{}", path.join(".")))
+            .map(str::to_owned)
     }
     fn user(&self) -> Option<&str> {
         self.pick("{user}")
@@ -187,8 +195,14 @@ pub fn rest_path(data: &[u8]) {
 }
 
 fn check_draft(draft: &EventDraft, ctx: &EmitContext<'_>, path: &str) {
-    assert!(!draft.event_type.is_empty(), "empty event type for {path:?}");
-    assert!(!draft.channels.is_empty(), "an event with no channel for {path:?}");
+    assert!(
+        !draft.event_type.is_empty(),
+        "empty event type for {path:?}"
+    );
+    assert!(
+        !draft.channels.is_empty(),
+        "an event with no channel for {path:?}"
+    );
     assert_distinct_nonempty(&draft.channels, path);
     assert_eq!(draft.actor.as_deref(), ctx.actor);
     assert_eq!(draft.origin_client.as_deref(), ctx.origin_client);
