@@ -1,0 +1,305 @@
+//! The four fuzz entry points, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the stable
+//! regression test (`tests/fuzz_regressions.rs`, which includes this file as a module), so a saved
+//! input replays on stable exactly as the fuzzer ran it.
+//!
+//! Each function takes raw fuzzer bytes, decodes them the same way every time, calls syncgate's public
+//! API and checks a few cheap invariants. An `Err` from syncgate is an expected answer to bad input;
+//! only a panic, a hang or a broken invariant is a finding. This file depends on `syncgate` and `std`
+//! only, so the root crate's test can compile it without new dev-dependencies.
+
+use std::sync::OnceLock;
+
+use http::Method;
+use syncgate::config::Config;
+use syncgate::events::template::{Part, Template, Vars};
+use syncgate::events::{BodyPrefix, EmitContext, EventDraft, EventMatcher};
+use syncgate::ws::protocol::{self, ClientOp, MAX_CHANNEL_LEN};
+
+/// (a) Config loader: arbitrary UTF-8 as a YAML file. A config that loads is then used once, so a
+/// value that passes validation but breaks the request path is found too.
+pub fn config_yaml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match Config::from_yaml_str(text, "fuzz.yaml") {
+        Ok(config) => {
+            let matcher = EventMatcher::new(&config.events);
+            let _ = syncgate::config::render_rule_table(&config);
+            for (method, path) in [
+                (Method::POST, "/api/projects"),
+                (Method::PUT, "/api/projects/1"),
+                (Method::DELETE, "/api/projects/1/tasks/2"),
+            ] {
+                if let Some(plan) = matcher.plan(&method, path) {
+                    let body = BodyPrefix {
+                        bytes: br#"{"id":1,"name":"n","owner":{"id":"u"}}"#,
+                        complete: true,
+                    };
+                    let _ = plan.build(body, &EmitContext::default());
+                }
+                let _ = matcher.read_channels(path);
+            }
+        }
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+}
+
+/// (b) Socket message parser: arbitrary UTF-8 as one client text frame.
+pub fn socket_message(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match protocol::parse(text) {
+        Ok(ClientOp::Subscribe { channel, .. })
+        | Ok(ClientOp::Unsubscribe { channel })
+        | Ok(ClientOp::Publish { channel, .. }) => {
+            assert!(
+                protocol::valid_channel(&channel) && channel.len() <= MAX_CHANNEL_LEN,
+                "parse accepted an invalid channel {channel:?}"
+            );
+        }
+        Ok(ClientOp::Ping) => {}
+        Err(e) => {
+            // The error frame the connection would send must serialize.
+            let frame = protocol::ServerMsg::from(&e).to_json();
+            assert!(!frame.is_empty(), "error frame did not serialize: {e:?}");
+        }
+    }
+}
+
+/// (c) Rule templates. Input: `template text` `\0` `value` `\0` `value` … The values answer the
+/// template's variables (which name gets which value, or none, is a fixed hash of the name).
+pub fn template(data: &[u8]) {
+    let (source, rest) = split_nul(data);
+    let source = String::from_utf8_lossy(source);
+    let Ok(template) = Template::parse(&source) else {
+        return;
+    };
+    assert_eq!(
+        template.as_str(),
+        source,
+        "as_str must give the source back"
+    );
+    assert_eq!(
+        Template::parse(template.as_str()).as_ref(),
+        Ok(&template),
+        "parse(as_str) must round-trip"
+    );
+    for pair in template.parts().windows(2) {
+        assert!(
+            !matches!(pair, [Part::Lit(_), Part::Lit(_)]),
+            "adjacent literals in {source:?}"
+        );
+    }
+    let _ = template.captures().count();
+    let _ = template.uses_body();
+
+    let values: Vec<String> = rest
+        .map(|rest| {
+            rest.split(|&b| b == 0)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let vars = FuzzVars { values };
+    let rendered = template.render(&vars);
+    // An independent rendering from the parts: the fast path for a lone literal must agree.
+    let expected: Option<String> = template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            Part::Lit(text) => Some(text.clone()),
+            Part::Capture(name) => vars.capture(name).map(str::to_owned),
+            Part::Body(path) => vars.body_field(path),
+            Part::User => vars.user().map(str::to_owned),
+        })
+        .collect();
+    assert_eq!(
+        rendered, expected,
+        "render disagrees with the parts of {source:?}"
+    );
+}
+
+/// `Vars` answered from fuzzer bytes: a name hashes to one value or to "no value".
+struct FuzzVars {
+    values: Vec<String>,
+}
+
+impl FuzzVars {
+    fn pick(&self, key: &str) -> Option<&str> {
+        let hash = key
+            .bytes()
+            .fold(key.len(), |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        self.values
+            .get(hash % (self.values.len() + 1))
+            .map(String::as_str)
+    }
+}
+
+impl Vars for FuzzVars {
+    fn capture(&self, name: &str) -> Option<&str> {
+        self.pick(name)
+    }
+    fn body_field(&self, path: &[String]) -> Option<String> {
+        self.pick(&format!("body.{}", path.join(".")))
+            .map(str::to_owned)
+    }
+    fn user(&self) -> Option<&str> {
+        self.pick("{user}")
+    }
+}
+
+/// (d) The auto-event path parser and explicit rules, through `EventMatcher`. Input: a method byte,
+/// a flags byte, then `path` `\0` `response body`. Flags: bits 0-1 pick the matcher (`matchers`),
+/// bit 2 = body complete, bit 3 = an actor, bit 4 = an `X-Sync-Client`.
+pub fn rest_path(data: &[u8]) {
+    let [method_byte, flags, rest @ ..] = data else {
+        return;
+    };
+    let methods = methods();
+    let method = &methods[usize::from(*method_byte) % methods.len()];
+    let matchers = matchers();
+    let matcher = &matchers[usize::from(flags & 0b11) % matchers.len()];
+    let (path, body) = split_nul(rest);
+    let path = String::from_utf8_lossy(path);
+    let body = body.unwrap_or_default();
+
+    let read = matcher.read_channels(&path);
+    assert_distinct_nonempty(&read, &path);
+
+    let Some(plan) = matcher.plan(method, &path) else {
+        return;
+    };
+    assert!(
+        !matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
+        ),
+        "a safe method {method} got a plan for {path:?}"
+    );
+    let _ = plan.wants_body();
+    let ctx = EmitContext {
+        actor: (flags & 0b1000 != 0).then_some("user-7"),
+        origin_client: (flags & 0b1_0000 != 0).then_some("tab-1"),
+        ts: 1,
+    };
+    let prefix = BodyPrefix {
+        bytes: body,
+        complete: flags & 0b100 != 0,
+    };
+    if let Some(draft) = plan.build(prefix, &ctx) {
+        check_draft(&draft, &ctx, &path);
+    }
+}
+
+fn check_draft(draft: &EventDraft, ctx: &EmitContext<'_>, path: &str) {
+    assert!(
+        !draft.event_type.is_empty(),
+        "empty event type for {path:?}"
+    );
+    assert!(
+        !draft.channels.is_empty(),
+        "an event with no channel for {path:?}"
+    );
+    assert_distinct_nonempty(&draft.channels, path);
+    assert_eq!(draft.actor.as_deref(), ctx.actor);
+    assert_eq!(draft.origin_client.as_deref(), ctx.origin_client);
+    assert_eq!(draft.ts, ctx.ts);
+}
+
+/// Documented by the matcher: channels are deduplicated (one `seq` per change) and never empty.
+fn assert_distinct_nonempty(channels: &[String], path: &str) {
+    for (i, c) in channels.iter().enumerate() {
+        assert!(!c.is_empty(), "empty channel for {path:?}");
+        assert!(
+            !channels[..i].contains(c),
+            "channel {c:?} twice for {path:?}"
+        );
+    }
+}
+
+fn methods() -> &'static [Method] {
+    static METHODS: OnceLock<Vec<Method>> = OnceLock::new();
+    METHODS.get_or_init(|| {
+        let mut all = vec![
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::CONNECT,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ];
+        all.extend(Method::from_bytes(b"PURGE"));
+        all
+    })
+}
+
+/// Explicit rules exercising captures (one may be empty), `{body.x}` (nested and indexed), `{user}`,
+/// an `id` pointer and `data`, in front of the convention under `/api/`.
+pub const RULES_YAML: &str = r#"
+events:
+  auto:
+    prefix: "/api/"
+    exclude: ["^/api/auth/", "/internal(/|$)"]
+  rules:
+    - methods: [POST]
+      path: "^/api/projects/?$"
+      type: "{body.kind}_created"
+      channels: ["projects", "user:{user}", "org:{body.org.id}"]
+      invalidate: [["projects"], ["project", "{body.id}"]]
+      id: "/id"
+      data: ["id", "name"]
+    - methods: [PUT, PATCH, DELETE]
+      path: "^/api/projects/(?P<id>[^/]+)/members/(?P<member>[^/]+)$"
+      type: member_changed
+      channels: ["project:{id}", "member:{member}", "project:{id}"]
+      invalidate: [["project", "{id}", "members"]]
+    - path: "^/api/(?P<coll>[a-z]+)/(?P<id>[^/]*)/archive$"
+      type: "{coll}_archived"
+      channels: ["{coll}:{id}", "{body.items.0.id}"]
+      id: "/data/items/0/id"
+"#;
+
+/// The convention over the whole path space (prefix `/` is stored as `""`), behind a rule whose
+/// capture can be empty and whose type is only that capture.
+pub const ROOT_PREFIX_YAML: &str = r#"
+events:
+  auto:
+    prefix: "/"
+    exclude: []
+  rules:
+    - methods: [DELETE]
+      path: "^/(?P<kind>[^/]*)$"
+      type: "{kind}"
+      channels: ["{kind}", "{user}"]
+      id: ""
+"#;
+
+/// The matchers `rest_path` chooses from: the defaults, `RULES_YAML`, `ROOT_PREFIX_YAML`.
+pub fn matchers() -> &'static [EventMatcher] {
+    static MATCHERS: OnceLock<Vec<EventMatcher>> = OnceLock::new();
+    MATCHERS.get_or_init(|| {
+        let load = |yaml: &str| match Config::from_yaml_str(yaml, "fuzz-rules.yaml") {
+            Ok(config) => EventMatcher::new(&config.events),
+            Err(e) => panic!("the fixed fuzz config must load: {e}"),
+        };
+        vec![
+            EventMatcher::new(&Config::default().events),
+            load(RULES_YAML),
+            load(ROOT_PREFIX_YAML),
+        ]
+    })
+}
+
+/// `(before the first NUL, Some(after it))`, or `(all, None)` without a NUL.
+fn split_nul(data: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match data.iter().position(|&b| b == 0) {
+        Some(at) => (&data[..at], Some(&data[at + 1..])),
+        None => (data, None),
+    }
+}
