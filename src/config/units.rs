@@ -105,8 +105,9 @@ impl Decimal<'_> {
         if self.frac.is_empty() {
             return Some((value, true));
         }
-        // Digits beyond 30 cannot change a result that must fit in u128 nanoseconds or bytes.
-        let frac_digits = &self.frac[..self.frac.len().min(30)];
+        // 18 fraction digits times the largest unit multiplier (an hour in ns, 3.6e12) still fits in
+        // a u128; digits past the 18th are below a nanosecond or a byte and only decide exactness.
+        let frac_digits = &self.frac[..self.frac.len().min(18)];
         let frac = parse_digits(frac_digits)?;
         let denominator = 10u128.checked_pow(u32::try_from(frac_digits.len()).ok()?)?;
         let scaled = frac.checked_mul(multiplier)?;
@@ -221,5 +222,14 @@ mod tests {
             let n = parse_size(text).unwrap();
             assert_eq!(format_size(n), text);
         }
+    }
+
+    #[test]
+    fn long_fractions_are_not_mistaken_for_overflow() {
+        // Found by fuzzing: 26 nines after the point used to overflow the intermediate product.
+        let d = parse_duration("0.99999999999999999999999999h").unwrap();
+        assert!(d < Duration::from_secs(3600) && d > Duration::from_secs(3599));
+        let err = parse_size("0.999999999999999999999999999999GiB").unwrap_err();
+        assert!(err.contains("whole number of bytes"), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //! `build` then fills in what only the body knows. This module does not buffer bodies, number events
 //! or deliver them (proxy and broker do), and it never panics on any path or body.
 
+use crate::ws::protocol::valid_channel;
 use std::sync::Arc;
 
 use http::Method;
@@ -228,7 +229,14 @@ impl EventMatcher {
         if excludes.is_match(path) {
             return None;
         }
-        RestTarget::parse(&self.prefix, path)
+        let target = RestTarget::parse(&self.prefix, path)?;
+        // A segment with ',', '=' or spaces, or a very long one, would make a channel no client can
+        // subscribe to and garble `X-Sync-Position`; such paths stay outside the convention.
+        target
+            .channels(target.path_id.as_deref())
+            .iter()
+            .all(|c| valid_channel(c))
+            .then_some(target)
     }
 }
 
@@ -305,7 +313,7 @@ fn build_rule(plan: &RulePlan, json: Option<&Value>, ctx: &EmitContext<'_>) -> O
         rule.channels
             .iter()
             .filter_map(|t| t.render(&vars))
-            .filter(|c| !c.is_empty())
+            .filter(|c| valid_channel(c))
             .collect(),
     );
     if channels.is_empty() {

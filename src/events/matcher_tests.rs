@@ -307,3 +307,19 @@ fn read_channels_follow_the_convention() {
     assert!(m.read_channels("/apiary").is_empty());
     assert!(m.read_channels("/api").is_empty());
 }
+
+#[test]
+fn paths_that_would_make_unsubscribable_channels_stay_outside_the_convention() {
+    // Found by fuzzing: ',' and '=' are legal in paths but separate `X-Sync-Position` entries.
+    let m = auto();
+    for path in ["/api/a=b,c/1", "/api/projects/4 2"] {
+        assert!(m.read_channels(path).is_empty(), "{path}");
+        assert!(m.plan(&Method::PUT, path).is_none(), "{path}");
+    }
+    let long = format!("/api/{}", "x".repeat(300));
+    assert!(m.plan(&Method::POST, &long).is_none());
+    assert_eq!(
+        m.read_channels("/api/projects/42"),
+        ["projects", "project:42"]
+    );
+}
