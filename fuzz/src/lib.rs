@@ -214,6 +214,10 @@ fn assert_distinct_nonempty(channels: &[String], path: &str) {
     for (i, c) in channels.iter().enumerate() {
         assert!(!c.is_empty(), "empty channel for {path:?}");
         assert!(
+            syncgate::ws::protocol::valid_channel(c),
+            "channel {c:?} for {path:?} cannot be subscribed to"
+        );
+        assert!(
             !channels[..i].contains(c),
             "channel {c:?} twice for {path:?}"
         );
