@@ -348,3 +348,42 @@ async fn a_slowloris_handshake_is_dropped() {
         "dropped after {elapsed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_mode_verifies_rs256_and_es256_with_public_keys() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({"sub": 42, "exp": now + 60});
+    type Loader = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+    let cases: [(&str, Algorithm, &str, Loader); 2] = [
+        ("RS256", Algorithm::RS256, "rsa", EncodingKey::from_rsa_pem),
+        ("ES256", Algorithm::ES256, "ec", EncodingKey::from_ec_pem),
+    ];
+    for (name, alg, kind, encoding_key) in cases {
+        let public = fixtures.join(format!("{kind}-public.pem"));
+        let private = std::fs::read(fixtures.join(format!("{kind}-private.pem"))).unwrap();
+        let h = Harness::start(&format!(
+            "auth: {{ mode: jwt, jwt: {{ key_file: \"{}\", algorithms: [{name}] }} }}\n",
+            public.display()
+        ))
+        .await;
+        let token = encode(&Header::new(alg), &claims, &encoding_key(&private).unwrap()).unwrap();
+        let (_, welcome) = h
+            .socket_with(&h.ws_url(&format!("/api/ws?access_token={token}")), &[])
+            .await;
+        assert_eq!(
+            welcome["user"], "42",
+            "{name}: numeric sub claims become string ids"
+        );
+        // A token signed with HS256 and the public key as the secret (the classic confusion attack).
+        let forged = jwt(
+            &String::from_utf8(std::fs::read(&public).unwrap()).unwrap(),
+            json!({"sub": "1", "exp": now + 60}),
+        );
+        let err = connect(&h.ws_url(&format!("/api/ws?access_token={forged}")), &[])
+            .await
+            .expect_err("algorithm confusion");
+        assert!(refused_with(&err, 401), "{name}: {err}");
+    }
+}

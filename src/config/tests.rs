@@ -547,3 +547,19 @@ fn scheme_is_case_insensitive_and_booleans_are_not_text() {
         &["expected text", "quote it"],
     );
 }
+
+#[test]
+fn jwt_key_comes_from_the_secret_env_variable_or_a_readable_file() {
+    let env = |name: &str| (name == "JWT_KEY").then(|| "hmac-secret".to_owned());
+    let c = from_yaml_str_with_env("auth: { jwt: { secret_env: JWT_KEY } }", "test.yaml", &env)
+        .unwrap();
+    assert_eq!(c.auth.jwt.key.as_deref(), Some(&b"hmac-secret"[..]));
+    let c =
+        from_yaml_str_with_env("auth: { jwt: { secret_env: UNSET } }", "test.yaml", &env).unwrap();
+    assert!(c.auth.jwt.key.is_none());
+    fails_at(
+        "auth: { jwt: { key_file: /nonexistent/syncgate.pem } }",
+        "auth.jwt.key_file",
+        &["cannot read", "/nonexistent/syncgate.pem"],
+    );
+}
