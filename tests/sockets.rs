@@ -81,11 +81,21 @@ async fn malformed_frames_get_error_frames_and_the_connection_stays() {
     assert_eq!(err["code"], "bad_request");
     let unknown = recv_after(&mut ws, Message::Text(r#"{"op":"jump"}"#.into())).await;
     assert_eq!(unknown["ref"], "jump");
-    // A flood of garbage is answered frame by frame, and the socket still works afterwards.
+    // A flood of garbage is answered frame by frame, slows nobody else, and the socket still works.
+    let (mut bystander, _) = h.socket().await;
+    subscribe(&mut bystander, "alerts", None).await;
     for _ in 0..500 {
         ws.feed(Message::Text("{{{{".into())).await.unwrap();
     }
     ws.flush().await.unwrap();
+    let sent = std::time::Instant::now();
+    publish(&h, "alerts", json!("still here")).await;
+    assert_eq!(recv_json(&mut bystander).await["data"], "still here");
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "delivery took {:?} during the flood",
+        sent.elapsed()
+    );
     for _ in 0..500 {
         assert_eq!(recv_json(&mut ws).await["op"], "error");
     }
