@@ -93,14 +93,6 @@ say "Starting syncgate with demo/syncgate.yaml (log: target/demo/syncgate.log)"
 # auth.mode upstream, so the demo logins, notifications and rooms work.
 env -u SYNCGATE_CONFIG target/release/syncgate --config demo/syncgate.yaml >"$LOG_DIR/syncgate.log" 2>&1 &
 SIDECAR_PID=$!
-sleep 0.5
-if ! kill -0 "$SIDECAR_PID" 2>/dev/null && grep -q "not available in this version" "$LOG_DIR/syncgate.log"; then
-  # A build from before auth.mode upstream: run anonymous (sync works; logins, rooms and
-  # notifications need to know the user).
-  say "This syncgate has no auth.mode upstream yet: running with its built-in defaults (anonymous)"
-  env -u SYNCGATE_CONFIG target/release/syncgate >"$LOG_DIR/syncgate.log" 2>&1 &
-  SIDECAR_PID=$!
-fi
 
 deadline=$((SECONDS + 30))
 answers() {

@@ -27,7 +27,7 @@ interface Project {
 
 it("reconnects after a sidecar restart and shows every change once", async () => {
   onTestFailed(() => console.log(stack.logs()));
-  window = await openWindow(stack.url, stack.identity ? "alice-token" : undefined);
+  window = await openWindow(stack.url, "alice-token");
   const page = await window.tab();
   await page.evaluate(() => {
     const w = window as unknown as {

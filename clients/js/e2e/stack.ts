@@ -3,9 +3,8 @@
  * .venv) and the syncgate binary in front of it, each on a free port of 127.0.0.1, each stopped by
  * PID when the test file ends. The sidecar can be killed and restarted on the same port.
  *
- * The tests want `auth.mode: upstream` (demo logins by cookie). A sidecar that refuses that mode
- * (issue 4 not merged yet) is started with `auth.mode: none` instead and `identity` is false, so
- * tests that need to know who is who can skip with a reason.
+ * The sidecar runs with `auth.mode: upstream`: the demo logins (a `session` cookie) are checked by
+ * the demo API's /api/auth/me, as in `scripts/demo.sh`.
  */
 
 import { type ChildProcess, spawn } from "node:child_process";
@@ -132,7 +131,6 @@ export class Stack {
     readonly apiUrl: string,
     readonly port: number,
     readonly adminPort: number,
-    readonly identity: boolean,
   ) {}
 
   /** The public URL: pages load from here, through the sidecar. */
@@ -153,26 +151,18 @@ export class Stack {
     const apiUrl = `http://127.0.0.1:${apiPort}`;
     await waitForHttp(`${apiUrl}/api/health`, [api]);
 
-    for (const auth of ["upstream", "none"] as const) {
-      const port = await freePort();
-      const adminPort = await freePort();
-      const stack = new Stack(logDir, api, apiUrl, port, adminPort, auth === "upstream");
-      stack.configPath = join(logDir, `syncgate-${auth}.yaml`);
-      writeFileSync(stack.configPath, sidecarConfig(port, adminPort, apiPort, auth));
-      try {
-        await stack.startSidecar();
-        return stack;
-      } catch (err) {
-        const log = stack.sidecar?.log() ?? "";
-        if (auth === "upstream" && /not available in this version/.test(log)) {
-          console.warn("[e2e] this syncgate build refuses auth.mode upstream (issue 4): running anonymous");
-          continue;
-        }
-        await api.stop();
-        throw err;
-      }
+    const port = await freePort();
+    const adminPort = await freePort();
+    const stack = new Stack(logDir, api, apiUrl, port, adminPort);
+    stack.configPath = join(logDir, "syncgate-upstream.yaml");
+    writeFileSync(stack.configPath, sidecarConfig(port, adminPort, apiPort, "upstream"));
+    try {
+      await stack.startSidecar();
+      return stack;
+    } catch (err) {
+      await api.stop();
+      throw err;
     }
-    throw new Error("unreachable");
   }
 
   /** Starts the sidecar (again) on the same ports; resolves when it proxies the API. */

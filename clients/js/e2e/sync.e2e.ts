@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 async function window(token?: string): Promise<Window> {
-  const w = await openWindow(stack.url, stack.identity ? token : undefined);
+  const w = await openWindow(stack.url, token);
   windows.push(w);
   return w;
 }
@@ -65,10 +65,8 @@ describe("two windows of two users", () => {
     showLogsOnFailure();
     const alice = await (await window("alice-token")).tab();
     const bob = await (await window("bob-token")).tab();
-    if (stack.identity) {
-      expect(await alice.locator('[data-testid="user"]').textContent()).toBe("7");
-      expect(await bob.locator('[data-testid="user"]').textContent()).toBe("8");
-    }
+    expect(await alice.locator('[data-testid="user"]').textContent()).toBe("7");
+    expect(await bob.locator('[data-testid="user"]').textContent()).toBe("8");
 
     const latencies: number[] = [];
     for (let i = 0; i < 20; i++) {
@@ -83,7 +81,7 @@ describe("two windows of two users", () => {
     const sorted = [...latencies].sort((a, b) => a - b);
     const median = percentile(sorted, 50);
     const p95 = percentile(sorted, 95);
-    const who = stack.identity ? "alice → bob" : "anonymous → anonymous (auth.mode upstream unavailable)";
+    const who = "alice → bob";
     console.log(
       `[e2e] click→DOM in the other window, ${who}, 20 tries: median ${median.toFixed(1)} ms, ` +
         `p95 ${p95.toFixed(1)} ms (goal p95 < 50 ms: ${p95 < 50 ? "met" : "NOT met"}); ` +

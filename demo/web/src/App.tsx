@@ -6,7 +6,6 @@ import { Projects } from "./Projects";
 import { Room } from "./Room";
 
 const LOGINS: { token: string; label: string }[] = [
-  { token: "", label: "anonymous" },
   { token: "alice-token", label: "Alice (user 7)" },
   { token: "bob-token", label: "Bob (user 8)" },
 ];

@@ -10,6 +10,12 @@ const queryClient = new QueryClient({
   defaultOptions: { queries: { staleTime: 0, retry: 1, refetchOnWindowFocus: false } },
 });
 
+// The demo's sidecar requires a signed-in user on sockets (auth.mode upstream): a first visit
+// signs in as Alice, so the page is live at once; the menu switches to Bob.
+if (!/(?:^|; )session=[^;]+/.test(document.cookie)) {
+  document.cookie = "session=alice-token; path=/; SameSite=Lax";
+}
+
 const root = document.getElementById("root");
 if (!root) throw new Error("no #root element");
 createRoot(root).render(
