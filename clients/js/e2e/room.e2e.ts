@@ -1,7 +1,6 @@
 /**
- * Who is who: a project room with presence, and the notifications badge. Both need the sidecar to
- * know the user (auth.mode upstream, issue 4); against a build without it they are skipped with
- * the reason printed.
+ * Who is who: a project room with presence, and the notifications badge. Both rely on the sidecar
+ * knowing the user (auth.mode upstream: the demo API's /api/auth/me reads the session cookie).
  */
 
 import type { Page } from "playwright-core";
