@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use admin::metrics::Metrics;
-use broker::{Broker, MemoryBroker};
+use broker::{Broker, MemoryBroker, RedisBroker};
 use config::{BrokerKind, Config};
 use state::{Settings, Shared};
 
@@ -112,22 +112,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running, StartError> {
     auth::check_supported(&config.auth).map_err(StartError::Unsupported)?;
-    if config.broker.kind == BrokerKind::Redis {
-        return Err(StartError::Unsupported(
-            "broker.kind redis is not available in this version yet; use memory".into(),
-        ));
-    }
     let public_addr = local_addr(&listeners.public, "listen", config.listen)?;
     let admin_addr = local_addr(&listeners.admin, "admin_listen", config.admin_listen)?;
     let metrics = Arc::new(Metrics::new());
-    let memory = MemoryBroker::new(config.history);
-    memory.spawn_sweeper(
-        config
-            .history
-            .ttl
-            .clamp(Duration::from_secs(1), Duration::from_secs(30)),
-    );
-    let broker: Arc<dyn Broker> = memory;
+    let broker = make_broker(&config)?;
     metrics.set_broker_up(broker.is_up());
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -174,6 +162,28 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         shutdown_tx,
         task,
     })
+}
+
+/// The broker `broker.kind` asks for. Redis connects in the background: the sidecar starts (and
+/// delivers locally, `/readyz` 503 `broker_down`) even while Redis is not there yet.
+fn make_broker(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
+    match config.broker.kind {
+        BrokerKind::Memory => {
+            let memory = MemoryBroker::new(config.history);
+            memory.spawn_sweeper(
+                config
+                    .history
+                    .ttl
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            );
+            Ok(memory)
+        }
+        BrokerKind::Redis => {
+            let redis = RedisBroker::new(&config.broker.redis, config.history)
+                .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            Ok(redis)
+        }
+    }
 }
 
 fn local_addr(
