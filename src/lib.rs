@@ -32,6 +32,9 @@ use broker::{Broker, MemoryBroker, RedisBroker};
 use config::{BrokerKind, Config};
 use state::{Settings, Shared};
 
+/// How long `shutdown` waits for sockets to send their close frames (each write is bounded at 1 s).
+const SOCKET_CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -81,6 +84,12 @@ impl Running {
         self.shared.start_draining();
         let _ = self.shutdown_tx.send(true);
         let _ = self.task.await;
+        // Upgraded sockets run outside the HTTP server's bookkeeping: give them the moment they
+        // need to write their 1001 close frame before the process exits.
+        let deadline = tokio::time::Instant::now() + SOCKET_CLOSE_WAIT;
+        while self.shared.open_sockets() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Completes when the servers have stopped.

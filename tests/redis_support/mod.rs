@@ -163,3 +163,185 @@ impl Drop for PrivateRedis {
         self.kill();
     }
 }
+
+/// A `syncgate` binary with the Redis broker, its config in a temp file; killed on drop, its
+/// stderr (kept in a temp file) printed when the test fails.
+pub struct Replica {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub public: u16,
+    pub admin: u16,
+    pub config: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Replica {
+    /// Starts the binary and waits until `/readyz` answers 200 (upstream and Redis reachable).
+    pub async fn start(
+        name: &'static str,
+        upstream: std::net::SocketAddr,
+        extra_yaml: &str,
+    ) -> Replica {
+        let (public, admin) = (free_port(), free_port());
+        let dir = std::env::temp_dir();
+        let tag = format!("syncgate-redis-{}-{name}-{public}", std::process::id());
+        let config = dir.join(format!("{tag}.yaml"));
+        let log = dir.join(format!("{tag}.log"));
+        std::fs::write(&config, replica_yaml(public, admin, upstream, extra_yaml))
+            .expect("config file");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_syncgate"))
+            .arg("--config")
+            .arg(&config)
+            .env_remove("SYNCGATE_CONFIG")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start syncgate");
+        let replica = Replica {
+            name,
+            child: Some(child),
+            public,
+            admin,
+            config,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while status(&replica.admin_url("/readyz")).await != Some(200) {
+            assert!(
+                Instant::now() < deadline,
+                "{name} not ready within 15 s:\n{}",
+                replica.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        replica
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.public)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.public)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL: the replica vanishes without a goodbye, as in a node failure.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{sig} {} failed", self.pid());
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait_exit(&mut self, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(_)) = child.try_wait()
+            {
+                self.child = None;
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log contains `needle`.
+    pub async fn wait_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {needle:?}:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- {} log -----\n{}----- end -----",
+                self.name,
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_file(&self.config);
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+pub fn replica_yaml(
+    public: u16,
+    admin: u16,
+    upstream: std::net::SocketAddr,
+    extra_yaml: &str,
+) -> String {
+    format!(
+        "listen: \"127.0.0.1:{public}\"\nadmin_listen: \"127.0.0.1:{admin}\"\n\
+         upstream:\n  url: \"http://{upstream}\"\n{extra_yaml}"
+    )
+}
+
+/// The broker section for a prefix.
+pub fn broker_yaml(p: &Prefix, stream_maxlen: u64) -> String {
+    format!(
+        "broker:\n  kind: redis\n  redis: {{ url: \"{}\", key_prefix: \"{}\", stream_maxlen: {stream_maxlen} }}\n",
+        p.url, p.prefix
+    )
+}
+
+/// One GET's status code, or `None` when nothing answers.
+pub async fn status(url: &str) -> Option<u16> {
+    get_text(url).await.map(|(s, _)| s)
+}
+
+/// One GET: status and body, or `None` when nothing answers within 2 s.
+pub async fn get_text(url: &str) -> Option<(u16, String)> {
+    use http_body_util::BodyExt;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let uri = url.parse().ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
+        .await
+        .ok()?
+        .ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
