@@ -3,7 +3,8 @@
 //! The data path reads top to bottom: `proxy` forwards a request and, for a successful mutation, asks
 //! `events` for a draft; the `publisher` hands it to the `broker`, which numbers it and fans it out;
 //! `ws` delivers it to sockets and SSE streams. `config` is parsed once and trusted everywhere;
-//! `admin` serves health, metrics and publish. `start` is the one entry point, for `main` and tests.
+//! `admin` serves health, metrics and publish; `reload` notices config file changes. `start` is the
+//! one entry point, for `main` and tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod proxy;
 pub mod publisher;
+pub mod reload;
 mod server;
 pub mod state;
 pub mod tail;
@@ -106,6 +108,14 @@ impl Running {
         }
         if config.broker.kind != old.broker.kind {
             return Err("broker.kind changed: restart syncgate to apply".into());
+        }
+        let (new_redis, old_redis) = (&config.broker.redis, &old.broker.redis);
+        if config.broker.kind == BrokerKind::Redis
+            && (new_redis.url != old_redis.url
+                || new_redis.key_prefix != old_redis.key_prefix
+                || new_redis.stream_maxlen != old_redis.stream_maxlen)
+        {
+            return Err("broker.redis changed: restart syncgate to apply".into());
         }
         auth::check_supported(&config.auth)?;
         self.shared.replace_settings(Settings::new(config));
