@@ -261,3 +261,77 @@ async fn redis_down_keeps_local_delivery_reports_it_and_reconnects_by_itself() {
     assert!(after["seq"].as_u64().expect("seq") > first + 2);
     let _ = slow.await;
 }
+
+/// Reads an SSE body until `n` `data:` lines carrying events arrive; returns their JSON.
+async fn sse_events(url: &str, last_event_id: &str, n: usize) -> Vec<Value> {
+    use http_body_util::{BodyExt, Empty};
+    let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = http::Request::get(url)
+        .header("last-event-id", last_event_id)
+        .body(Empty::new())
+        .expect("request");
+    let resp = client.request(req).await.expect("SSE answers");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let (mut text, mut out) = (String::new(), Vec::new());
+    while out.len() < n {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("SSE data in time")
+            .expect("stream open")
+            .expect("frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+        while let Some(end) = text.find("\n\n") {
+            let block: String = text.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(json) = line.strip_prefix("data: ") {
+                    let v: Value = serde_json::from_str(json).expect("JSON data");
+                    if v.get("seq").is_some() {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_last_event_id_and_sync_position_work_across_replicas() {
+    let p = Prefix::shared();
+    let upstream = start_upstream().await;
+    let a = Harness::start_with_upstream(upstream, &broker_yaml(&p, 1000)).await;
+    let b = Harness::start_with_upstream(upstream, &broker_yaml(&p, 1000)).await;
+    eventually("both replicas ready", || async {
+        readyz(&a).await.0 == 200 && readyz(&b).await.0 == 200
+    })
+    .await;
+    for n in 0..3 {
+        assert_eq!(create_project(&a.url(""), n).await, StatusCode::CREATED);
+    }
+    // b reports a's numbering for the fetch-then-subscribe handshake.
+    let listed = http(Method::GET, &b.url("/api/projects"), &[], "").await;
+    let position = listed
+        .headers
+        .get("x-sync-position")
+        .and_then(|v| v.to_str().ok())
+        .expect("X-Sync-Position")
+        .to_owned();
+    let last: u64 = position
+        .strip_prefix("projects=")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected position {position}"));
+    // The browser's automatic Last-Event-ID, on the other replica, replays what it missed.
+    let events = sse_events(
+        &b.url("/api/sse?channel=projects"),
+        &format!("projects={}", last - 2),
+        2,
+    )
+    .await;
+    let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    assert_eq!(seqs, [last - 1, last]);
+}
