@@ -361,8 +361,14 @@ impl Broker for RedisBroker {
                     Resume::Fresh
                 },
             };
-            if !inner.up.load(Ordering::SeqCst) || inner.listen(channel).await.is_err() {
+            if !inner.up.load(Ordering::SeqCst) {
                 // Local events still arrive; the recovery after Redis returns re-subscribes.
+                return Ok(down);
+            }
+            if inner.listen(channel).await.is_err() {
+                // Without the pub/sub subscription this channel would go quiet: treat Redis as
+                // down, so the health check re-subscribes everything once it answers.
+                inner.up.store(false, Ordering::SeqCst);
                 return Ok(down);
             }
             let read = match since {
