@@ -3,7 +3,8 @@
 //! The data path reads top to bottom: `proxy` forwards a request and, for a successful mutation, asks
 //! `events` for a draft; the `publisher` hands it to the `broker`, which numbers it and fans it out;
 //! `ws` delivers it to sockets and SSE streams. `config` is parsed once and trusted everywhere;
-//! `admin` serves health, metrics and publish. `start` is the one entry point, for `main` and tests.
+//! `admin` serves health, metrics and publish; `reload` notices config file changes. `start` is the
+//! one entry point, for `main` and tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod events;
 pub mod proxy;
 pub mod publisher;
+pub mod reload;
 pub(crate) mod server;
 pub mod state;
 pub mod tail;
@@ -28,9 +30,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use admin::metrics::Metrics;
-use broker::{Broker, MemoryBroker};
+use broker::{Broker, MemoryBroker, RedisBroker};
 use config::{BrokerKind, Config};
 use state::{Settings, Shared};
+
+/// How long `shutdown` waits for sockets to send their close frames (each write is bounded at 1 s).
+const SOCKET_CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the sidecar could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +86,12 @@ impl Running {
         self.shared.start_draining();
         let _ = self.shutdown_tx.send(true);
         let _ = self.task.await;
+        // Upgraded sockets run outside the HTTP server's bookkeeping: give them the moment they
+        // need to write their 1001 close frame before the process exits.
+        let deadline = tokio::time::Instant::now() + SOCKET_CLOSE_WAIT;
+        while self.shared.open_sockets() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Completes when the servers have stopped.
@@ -98,6 +109,14 @@ impl Running {
         if config.broker.kind != old.broker.kind {
             return Err("broker.kind changed: restart syncgate to apply".into());
         }
+        let (new_redis, old_redis) = (&config.broker.redis, &old.broker.redis);
+        if config.broker.kind == BrokerKind::Redis
+            && (new_redis.url != old_redis.url
+                || new_redis.key_prefix != old_redis.key_prefix
+                || new_redis.stream_maxlen != old_redis.stream_maxlen)
+        {
+            return Err("broker.redis changed: restart syncgate to apply".into());
+        }
         self.shared.replace_settings(Settings::new(config)?);
         Ok(())
     }
@@ -110,22 +129,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running, StartError> {
-    if config.broker.kind == BrokerKind::Redis {
-        return Err(StartError::Unsupported(
-            "broker.kind redis is not available in this version yet; use memory".into(),
-        ));
-    }
     let public_addr = local_addr(&listeners.public, "listen", config.listen)?;
     let admin_addr = local_addr(&listeners.admin, "admin_listen", config.admin_listen)?;
     let metrics = Arc::new(Metrics::new());
-    let memory = MemoryBroker::new(config.history);
-    memory.spawn_sweeper(
-        config
-            .history
-            .ttl
-            .clamp(Duration::from_secs(1), Duration::from_secs(30)),
-    );
-    let broker: Arc<dyn Broker> = memory;
+    let broker = make_broker(&config)?;
     metrics.set_broker_up(broker.is_up());
     let grace = config.shutdown_grace;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -168,6 +175,28 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         shutdown_tx,
         task,
     })
+}
+
+/// The broker `broker.kind` asks for. Redis connects in the background: the sidecar starts (and
+/// delivers locally, `/readyz` 503 `broker_down`) even while Redis is not there yet.
+fn make_broker(config: &Config) -> Result<Arc<dyn Broker>, StartError> {
+    match config.broker.kind {
+        BrokerKind::Memory => {
+            let memory = MemoryBroker::new(config.history);
+            memory.spawn_sweeper(
+                config
+                    .history
+                    .ttl
+                    .clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            );
+            Ok(memory)
+        }
+        BrokerKind::Redis => {
+            let redis = RedisBroker::new(&config.broker.redis, config.history)
+                .map_err(|e| StartError::Unsupported(e.to_string()))?;
+            Ok(redis)
+        }
+    }
 }
 
 fn local_addr(

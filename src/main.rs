@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use syncgate::config::{Config, LogFormat};
+use syncgate::reload::ConfigWatch;
 
 #[derive(Parser)]
 #[command(
@@ -134,7 +135,8 @@ fn run(path: Option<PathBuf>) -> ExitCode {
     })
 }
 
-/// SIGTERM/SIGINT drain and stop; SIGHUP reloads the config file, keeping the old one if invalid.
+/// SIGTERM/SIGINT drain and stop; SIGHUP, or a change of the config file's content, reloads it,
+/// keeping the old config if the new one is invalid.
 async fn signals(running: syncgate::Running, path: Option<PathBuf>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut hup)) = (
@@ -145,11 +147,24 @@ async fn signals(running: syncgate::Running, path: Option<PathBuf>) {
         running.wait().await;
         return;
     };
+    let mut watch = path.as_deref().and_then(|p| match ConfigWatch::start(p) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "cannot watch the config file; reload with SIGHUP");
+            None
+        }
+    });
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => reload(&running, path.as_deref()),
+            _ = hup.recv() => {
+                if let Some(w) = watch.as_mut() {
+                    w.seen();
+                }
+                reload(&running, path.as_deref(), "SIGHUP");
+            }
+            _ = changed(watch.as_mut()) => reload(&running, path.as_deref(), "file changed"),
         }
     }
     tracing::info!("shutting down: draining connections");
@@ -157,7 +172,15 @@ async fn signals(running: syncgate::Running, path: Option<PathBuf>) {
     tracing::info!("stopped");
 }
 
-fn reload(running: &syncgate::Running, path: Option<&Path>) {
+/// Completes when the watched config file changed; never without a watch.
+async fn changed(watch: Option<&mut ConfigWatch>) {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn reload(running: &syncgate::Running, path: Option<&Path>, trigger: &'static str) {
     let Some(path) = path else {
         tracing::warn!("SIGHUP ignored: running on embedded defaults, no file to reload");
         return;
@@ -166,9 +189,9 @@ fn reload(running: &syncgate::Running, path: Option<&Path>) {
         .map_err(|e| e.to_string())
         .and_then(|c| running.reload(c))
     {
-        Ok(()) => tracing::info!(path = %path.display(), "config reloaded"),
+        Ok(()) => tracing::info!(path = %path.display(), trigger, "config reloaded"),
         Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "config reload refused; the old config keeps serving")
+            tracing::error!(path = %path.display(), trigger, error = %e, "config reload refused; the old config keeps serving")
         }
     }
 }

@@ -32,6 +32,7 @@ pub async fn handle(
         }
         (&Method::GET | &Method::HEAD, "/readyz") => readiness(&shared),
         (&Method::GET, "/metrics") => {
+            shared.metrics.set_broker_up(shared.broker.is_up());
             let mut resp = Response::new(full(shared.metrics.encode()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{
     Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome, Subscriber,
+    lock, read, write,
 };
 use crate::config::HistoryConfig;
 use crate::events::{EventDraft, envelope};
@@ -224,20 +225,6 @@ impl Broker for MemoryBroker {
     fn is_up(&self) -> bool {
         true
     }
-}
-
-// A panic while a lock is held cannot leave channel state half-written in a way later readers would
-// trip on (every update is a single push or counter bump), so a poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! A `Broker` gives each event a per-channel `seq` with no gaps, keeps a bounded history per channel
 //! for resume, and pushes events to the local subscribers (sockets and SSE streams) of this process.
 //! Everything above this trait is the same on one node or fifty; `memory.rs` is the single-node
-//! implementation, a Redis one plugs in here.
+//! implementation, `redis/` the one for many replicas sharing a Redis.
 
 pub mod memory;
+pub mod redis;
 mod subscriber;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::config::ExcludeOrigin;
 use crate::events::EventDraft;
 
 pub use memory::MemoryBroker;
+pub use redis::RedisBroker;
 pub use subscriber::{ConnId, Delivery, Subscriber};
 
 /// A numbered event on one channel, serialized once and shared by every subscriber.
@@ -102,4 +104,18 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can publish right now (`/readyz`, `syncgate_broker_up`).
     fn is_up(&self) -> bool;
+}
+
+// A panic while a lock is held cannot leave channel state half-written in a way later readers would
+// trip on (every update is a single push or counter bump), so a poisoned lock is still usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
 }
