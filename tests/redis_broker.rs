@@ -8,7 +8,7 @@ mod redis_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use syncgate::broker::{Broker, Event, Resume, Subscriber};
+use syncgate::broker::{Broker, CutOff, Event, Resume, Subscriber};
 use syncgate::config::ExcludeOrigin;
 use syncgate::events::EventDraft;
 use tokio::sync::mpsc::Receiver;
@@ -255,6 +255,8 @@ async fn redis_outage_keeps_local_delivery_then_fences_and_recovers() {
     wait_until("b to reconnect", || b.is_up()).await;
     // a numbered on its own: its subscribers are sent away to resume.
     wait_until("a's subscriber to be cut off", || sa.is_cut_off()).await;
+    // Counted as a resync, not as a slow consumer (that alert must stay quiet).
+    assert_eq!(sa.cut_off_reason(), CutOff::Resync);
     // Redis came back empty: every old position resumes with reset.
     let (late, _rx) = sub("tab-late");
     let out = b

@@ -37,7 +37,12 @@ const DELIVERY_BUCKETS: [f64; 15] = [
 /// Upstream error kinds and drop reasons known up front; their series are created at start so a
 /// dashboard's `rate()` sees a 0 before the first incident instead of a missing series.
 const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "protocol"];
-const WS_DROP_REASONS: [&str; 3] = ["slow_consumer", "message_too_big", "max_connections"];
+const WS_DROP_REASONS: [&str; 4] = [
+    "slow_consumer",
+    "resync",
+    "message_too_big",
+    "max_connections",
+];
 
 /// The request method as a label value without allocating: the standard methods are a closed set,
 /// and anything else is folded into `OTHER` so a client cannot mint unbounded series.
@@ -265,7 +270,7 @@ impl Metrics {
         self.event_delivery.observe(elapsed.as_secs_f64());
     }
 
-    /// `syncgate_ws_dropped_total{reason}`; reason is `slow_consumer`, `message_too_big`, `max_connections`, …
+    /// `syncgate_ws_dropped_total{reason}`; reason is `slow_consumer`, `resync`, `message_too_big`, `max_connections`, …
     pub fn ws_dropped(&self, reason: &'static str) {
         self.ws_dropped.get_or_create(&ReasonLabel { reason }).inc();
     }

@@ -345,6 +345,7 @@ mod tests {
             b.publish(draft(&["a"])).await.unwrap();
         }
         assert!(slow.is_cut_off());
+        assert_eq!(slow.cut_off_reason(), crate::broker::CutOff::SlowConsumer);
         assert!(!fast.is_cut_off());
         for seq in 1..=3 {
             assert_eq!(fast_rx.recv().await.unwrap().seq, seq);

@@ -20,7 +20,7 @@ use crate::events::EventDraft;
 
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
-pub use subscriber::{ConnId, Delivery, Subscriber};
+pub use subscriber::{ConnId, CutOff, Delivery, Subscriber};
 
 /// A numbered event on one channel, serialized once and shared by every subscriber.
 #[derive(Debug)]

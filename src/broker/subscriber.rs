@@ -30,7 +30,36 @@ struct Inner {
     exclude: ExcludeOrigin,
     tx: mpsc::Sender<Arc<Event>>,
     slow: AtomicBool,
+    /// Set once, before `slow`, by whoever cuts the subscriber off.
+    resync: AtomicBool,
     cut_off: Notify,
+}
+
+/// Why a subscriber was told to go away; picks the close reason and the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutOff {
+    /// Its queue was full: it could not keep up.
+    SlowConsumer,
+    /// The broker lost track of what it delivered (e.g. Redis was down): resume to repair it.
+    Resync,
+}
+
+impl CutOff {
+    /// The `syncgate_ws_dropped_total{reason}` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CutOff::SlowConsumer => "slow_consumer",
+            CutOff::Resync => "resync",
+        }
+    }
+
+    /// The close frame's reason text.
+    pub fn close_reason(self) -> &'static str {
+        match self {
+            CutOff::SlowConsumer => "send queue full; reconnect and resume",
+            CutOff::Resync => "delivery interrupted; reconnect and resume",
+        }
+    }
 }
 
 /// The result of offering an event to a subscriber.
@@ -61,6 +90,7 @@ impl Subscriber {
             exclude,
             tx,
             slow: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
             cut_off: Notify::new(),
         };
         (
@@ -99,17 +129,33 @@ impl Subscriber {
         match self.inner.tx.try_send(Arc::clone(event)) {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.cut_off();
+                self.cut_off(CutOff::SlowConsumer);
                 Delivery::CutOff
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Delivery::Gone,
         }
     }
 
-    /// Marks the subscriber slow and wakes its connection, which closes with 1013.
-    pub fn cut_off(&self) {
+    /// Marks the subscriber cut off and wakes its connection, which closes with 1013 so the client
+    /// reconnects and resumes. The first reason given wins.
+    pub fn cut_off(&self, why: CutOff) {
+        if self.inner.slow.load(Ordering::Relaxed) {
+            return;
+        }
+        if why == CutOff::Resync {
+            self.inner.resync.store(true, Ordering::Relaxed);
+        }
         if !self.inner.slow.swap(true, Ordering::Relaxed) {
             self.inner.cut_off.notify_one();
+        }
+    }
+
+    /// Why it was cut off (meaningful once `cut_off_signal` completed).
+    pub fn cut_off_reason(&self) -> CutOff {
+        if self.inner.resync.load(Ordering::Relaxed) {
+            CutOff::Resync
+        } else {
+            CutOff::SlowConsumer
         }
     }
 

@@ -152,8 +152,9 @@ where
                 biased;
                 _ = shutdown.changed() => return End::Close(CloseCode::Away, "server shutting down"),
                 _ = sub.cut_off_signal() => {
-                    self.shared.metrics.ws_dropped("slow_consumer");
-                    return End::Close(CloseCode::Again, "send queue full; reconnect and resume");
+                    let why = sub.cut_off_reason();
+                    self.shared.metrics.ws_dropped(why.label());
+                    return End::Close(CloseCode::Again, why.close_reason());
                 }
                 Some(event) = queue.recv() => {
                     if let Err(end) = self.deliver_batch(event, queue).await {

@@ -185,7 +185,8 @@ impl SseStream {
                 biased;
                 _ = self.shutdown.changed() => return None,
                 _ = self.guard.sub.cut_off_signal() => {
-                    self.guard.shared.metrics.ws_dropped("slow_consumer");
+                    let why = self.guard.sub.cut_off_reason();
+                    self.guard.shared.metrics.ws_dropped(why.label());
                     return None;
                 }
                 Some(event) = self.queue.recv() => {

@@ -98,7 +98,7 @@ impl LocalChannel {
     /// Tells every local subscriber to reconnect and resume (they get `reset` if history is gone).
     fn cut_off_all(&mut self) {
         for sub in self.subscribers.drain(..) {
-            sub.cut_off();
+            sub.cut_off(crate::broker::CutOff::Resync);
         }
     }
 }
