@@ -1,7 +1,7 @@
 // Projects: a TanStack query kept fresh by the sidecar's events, and three mutations.
 import { useMutationWithInvalidation } from "@syncgate/client/react";
 import { useQuery } from "@tanstack/react-query";
-import { type FormEvent, useState } from "react";
+import { type FormEvent, memo, useState } from "react";
 import { type Project, useApi } from "./api";
 
 export function Projects(props: { openProject: number | null; onOpen: (id: number) => void }) {
@@ -40,11 +40,11 @@ export function Projects(props: { openProject: number | null; onOpen: (id: numbe
       <ul data-testid="projects">
         {projects.data?.length === 0 && <li className="muted">No projects yet.</li>}
         {projects.data?.map((project) => (
-          <ProjectRow
+          <Row
             key={project.id}
             project={project}
             selected={project.id === props.openProject}
-            onOpen={() => props.onOpen(project.id)}
+            onOpen={props.onOpen}
           />
         ))}
       </ul>
@@ -52,7 +52,7 @@ export function Projects(props: { openProject: number | null; onOpen: (id: numbe
   );
 }
 
-function ProjectRow(props: { project: Project; selected: boolean; onOpen: () => void }) {
+function ProjectRow(props: { project: Project; selected: boolean; onOpen: (id: number) => void }) {
   const { project } = props;
   const api = useApi();
   const [editing, setEditing] = useState<string | null>(null);
@@ -101,9 +101,12 @@ function ProjectRow(props: { project: Project; selected: boolean; onOpen: () => 
       <button data-testid="delete" onClick={() => remove.mutate()} disabled={remove.isPending}>
         Delete
       </button>
-      <button data-testid="open" onClick={props.onOpen}>
+      <button data-testid="open" onClick={() => props.onOpen(project.id)}>
         Open
       </button>
     </li>
   );
 }
+
+// Rows re-render only when their own project changes (TanStack keeps unchanged rows' objects).
+const Row = memo(ProjectRow);
