@@ -7,7 +7,8 @@
 #   2. node packages of clients/js and demo/web, and Chromium for the browser tests
 #   3. a local Redis on 127.0.0.1:6379 for the broker tests
 #   4. cargo fmt --check, clippy -D warnings, build, cargo test, the e2e pytest suite,
-#      the deployment kit's checks (tests/deploy, own venv deploy/.venv, kubectl), npm test
+#      the deployment kit's checks (tests/deploy, own venv deploy/.venv, kubectl), npm test,
+#      and the benchmark suite in smoke mode (installs nginx, nchan, haproxy, pushpin, wrk)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,7 +87,7 @@ done
 cargo fmt --all -- --check
 
 banner "cargo clippy -D warnings"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 
 banner "cargo build"
 cargo build
@@ -123,5 +124,10 @@ if [[ -f "$JS_DIR/package.json" ]]; then
   banner "JavaScript client tests (npm test: unit + browser)"
   (cd "$JS_DIR" && SYNCGATE_BIN="$ROOT/target/debug/syncgate" npm test)
 fi
+
+banner "benchmark suite, smoke mode (bench/run.sh --smoke)"
+# Tiny sizes on the debug build against every peer (installed from Debian's packages when
+# missing): keeps the suite from rotting. The real runs are `bench/run.sh` (see BENCHMARKS.md).
+BENCH_OUT="$(mktemp -d)" bench/run.sh --smoke
 
 banner "all tests passed"

@@ -1,0 +1,42 @@
+//! Resident memory of a peer: the given processes and all their descendants (nginx's workers,
+//! Pushpin's services), read from /proc.
+
+use std::collections::HashSet;
+
+/// Sum of VmRSS, in KiB, over `roots` and every process descended from them.
+pub fn tree_kib(roots: &[u32]) -> u64 {
+    let mut pids: HashSet<u32> = roots.iter().copied().collect();
+    // Parent links, read once; repeat until no new descendant appears.
+    let links: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| Some((pid, parent(pid)?)))
+        .collect();
+    loop {
+        let before = pids.len();
+        for (pid, ppid) in &links {
+            if pids.contains(ppid) {
+                pids.insert(*pid);
+            }
+        }
+        if pids.len() == before {
+            break;
+        }
+    }
+    pids.iter().filter_map(|p| vm_rss_kib(*p)).sum()
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}

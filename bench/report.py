@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Tables for BENCHMARKS.md from bench/run.sh's results.jsonl: medians over rounds, ratios in-run.
+
+    report.py results.jsonl            # markdown tables on stdout
+    report.py --brief < one-line.json  # one fan-out result as a line of text
+    report.py --check-smoke results.jsonl   # exit 1 unless every scenario produced sane figures
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+REST_PEERS = ["direct", "nginx", "haproxy", "pushpin", "syncgate"]
+
+
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "—"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a and b else "—"
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def rest_table(rows):
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["peer"], r["method"])].append(r)
+    if not by:
+        return []
+    out = ["## REST proxying", "",
+           "| target | method | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | errors | rounds |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for method in ("GET", "POST"):
+        ng = by.get(("nginx", method), [])
+        ng_rps, ng_p99 = med(r["rps"] for r in ng), med(r["p99_ms"] for r in ng)
+        for peer in REST_PEERS:
+            rs = by.get((peer, method))
+            if not rs:
+                continue
+            rps, p50, p99 = med(r["rps"] for r in rs), med(r["p50_ms"] for r in rs), med(r["p99_ms"] for r in rs)
+            out.append(f"| {peer} | {method} | {fmt(rps, 0)} | {fmt(p50)} | {fmt(p99)} | {ratio(rps, ng_rps)} | "
+                       f"{ratio(p99, ng_p99)} | {sum(r['errors'] for r in rs)} | {len(rs)} |")
+    return out + [""]
+
+
+def fanout_table(rows):
+    by = defaultdict(list)
+    for r in rows:
+        by[(r["sockets"], r["label"])].append(r)
+    if not by:
+        return []
+    out = ["## Fan-out and memory", "",
+           "Delay = subscriber's arrival time − the upstream's answer time (same clock). "
+           "\"last socket\" = per mutation, the delay to the last socket; median and worst over the mutations.", "",
+           "| sockets | peer | delay p50 ms | p99 ms | max ms | last socket p50 ms | last socket max ms | lost | "
+           "RSS at rest MiB | RSS per idle socket KiB | rounds |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (n, label), rs in sorted(by.items()):
+        skipped = [r for r in rs if "skipped" in r]
+        if skipped:
+            out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | |")
+            continue
+        d = lambda k, q: med(r[k][q] for r in rs)
+        lost = sum(r["lost"] + r["failed"] * r["mutations"] for r in rs)
+        out.append(
+            f"| {n:,} | {label} | {fmt(d('delay_ms', 'p50'))} | {fmt(d('delay_ms', 'p99'))} | "
+            f"{fmt(d('delay_ms', 'max'))} | {fmt(d('last_socket_ms', 'p50'))} | {fmt(d('last_socket_ms', 'max'))} | "
+            f"{lost} | {fmt(med(r['rss_rest_kib'] / 1024 for r in rs), 1)} | "
+            f"{fmt(med(r['rss_per_socket_bytes'] / 1024 for r in rs), 1)} | {len(rs)} |")
+    return out + [""]
+
+
+def latency_table(rows):
+    by = defaultdict(list)
+    for r in rows:
+        by[r["label"]].append(r)
+    if not by:
+        return []
+    out = ["## Mutation to event, one subscriber", "",
+           "| path | mutation round trip p50 ms | p99 ms | upstream answer → event p50 ms | p99 ms | lost | rounds |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for label in ("direct", "syncgate", "nchan"):
+        rs = by.get(label)
+        if not rs:
+            continue
+        d = lambda k, q: med(r[k][q] for r in rs)
+        has_events = any(r["connected"] for r in rs)
+        out.append(
+            f"| {label} | {fmt(d('mutation_round_trip_ms', 'p50'), 3)} | {fmt(d('mutation_round_trip_ms', 'p99'), 3)} | "
+            f"{fmt(d('delay_ms', 'p50'), 3) if has_events else '—'} | {fmt(d('delay_ms', 'p99'), 3) if has_events else '—'} | "
+            f"{sum(r['lost'] for r in rs) if has_events else '—'} | {len(rs)} |")
+    return out + [""]
+
+
+def brief(r):
+    return (f"{r['connected']}/{r['sockets']} sockets, delay p50 {fmt(r['delay_ms']['p50'])} ms, "
+            f"p99 {fmt(r['delay_ms']['p99'])} ms, max {fmt(r['delay_ms']['max'])} ms, lost {r['lost']}, "
+            f"RSS/socket {fmt(r['rss_per_socket_bytes'] / 1024, 1)} KiB")
+
+
+def check_smoke(rows):
+    problems = []
+    rest = [r for r in rows if r["scenario"] == "rest"]
+    for peer in REST_PEERS:
+        for method in ("GET", "POST"):
+            rs = [r for r in rest if r["peer"] == peer and r["method"] == method]
+            if not rs or not rs[0]["rps"] or rs[0]["errors"]:
+                problems.append(f"rest {peer} {method}: {rs}")
+    for peer in ("syncgate", "nchan", "pushpin"):
+        rs = [r for r in rows if r["scenario"] == "fanout" and r["peer"] == peer and "skipped" not in r]
+        if not rs or any(r["connected"] != r["sockets"] or r["lost"] or not r["received"] for r in rs):
+            problems.append(f"fanout {peer}: {[brief(r) for r in rs] if rs else 'no result'}")
+    for label in ("syncgate", "nchan"):
+        rs = [r for r in rows if r["scenario"] == "latency" and r["label"] == label]
+        if not rs or any(r["lost"] or not r["received"] for r in rs):
+            problems.append(f"latency {label}: no events or some lost")
+    for p in problems:
+        print("smoke: " + p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def main(argv):
+    if argv[:1] == ["--brief"]:
+        print(brief(json.loads(sys.stdin.read())))
+        return 0
+    if argv[:1] == ["--check-smoke"]:
+        return check_smoke(load(argv[1]))
+    rows = load(argv[0])
+    lines = []
+    lines += rest_table([r for r in rows if r["scenario"] == "rest"])
+    lines += fanout_table([r for r in rows if r["scenario"] == "fanout"])
+    lines += latency_table([r for r in rows if r["scenario"] == "latency"])
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

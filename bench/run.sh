@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# syncgate's benchmark suite: syncgate against its peers, same machine, same run, same upstream.
+#
+#   bench/run.sh                 # every scenario, 3 rounds, writes bench/results/<time>/report.md
+#   bench/run.sh --smoke         # tiny sizes on the debug build, a few seconds: checks the suite works
+#   bench/run.sh --only rest     # one scenario: rest | fanout | latency (comma-separated)
+#   bench/run.sh --sizes 1000,10000 --rounds 5
+#
+# Installs its peers from Debian's packages when missing (nginx, libnginx-mod-nchan, haproxy,
+# pushpin, wrk), configures each on 127.0.0.1 ephemeral ports in a temporary directory, stops
+# every process it started (by PID) on exit, and writes raw results (results.jsonl) plus the
+# tables (report.md). See BENCHMARKS.md for what each scenario measures.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SMOKE=0
+ROUNDS=3
+SIZES="1000,10000,50000"
+ONLY="rest,fanout,latency"
+DURATION=8
+CONNS=32
+LATENCY_MUTATIONS=1000
+FANOUT_MUTATIONS=20
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --sizes) SIZES="$2"; shift ;;
+    --only) ONLY="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    *) echo "bench/run.sh: unknown option $1 (see the header of this file)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ "$SMOKE" == 1 ]]; then
+  ROUNDS=1; SIZES="20"; DURATION=1; LATENCY_MUTATIONS=20; FANOUT_MUTATIONS=3; CONNS=4
+fi
+
+# --- peers and build ------------------------------------------------------------------------------
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+[[ -e /usr/lib/nginx/modules/ngx_nchan_module.so ]] || need+=(libnginx-mod-nchan)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v pushpin >/dev/null || need+=(pushpin)
+command -v wrk >/dev/null || need+=(wrk)
+if [[ ${#need[@]} -gt 0 ]]; then
+  echo "installing peers: ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+  # Debian starts the packaged services; the bench runs its own copies on ephemeral ports.
+  for svc in nginx haproxy pushpin; do
+    command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null || true
+  done
+fi
+
+if [[ "$SMOKE" == 1 ]]; then
+  cargo build -q -p syncgate -p syncgate-loadgen
+  BIN="$ROOT/target/debug"
+else
+  cargo build -q --release -p syncgate -p syncgate-loadgen
+  BIN="$ROOT/target/release"
+fi
+SYNCGATE="$BIN/syncgate"
+LOADGEN="$BIN/syncgate-loadgen"
+
+STAMP="$(date -u +%Y%m%d-%H%M%S)"
+OUT="${BENCH_OUT:-$ROOT/bench/results/$STAMP}"
+mkdir -p "$OUT"
+RESULTS="$OUT/results.jsonl"
+: >"$RESULTS"
+WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Forget a stopped process so cleanup does not signal a reused PID.
+stop() {
+  local pid="$1" keep=() p
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url [what]
+  local i
+  for i in $(seq 200); do
+    curl -s -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.05
+  done
+  echo "bench/run.sh: ${2:-$1} did not come up; logs in $WORK" >&2
+  exit 1
+}
+
+UP_PORT="$(free_port)"
+"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$UP_PORT/api/projects" upstream
+UP="127.0.0.1:$UP_PORT"
+
+# Each start_* sets PID (the process tree to measure and stop) and PORT.
+
+start_syncgate() { # [extra yaml]
+  PORT="$(free_port)"
+  local admin; admin="$(free_port)"
+  cat >"$WORK/syncgate-$PORT.yaml" <<EOF
+listen: "127.0.0.1:$PORT"
+admin_listen: "127.0.0.1:$admin"
+upstream:
+  url: "http://$UP"
+events:
+  rules:
+    - methods: [POST]
+      path: "^/api/projects/?\$"
+      type: project_created
+      channels: ["projects"]
+      invalidate: [["projects"]]
+      id: "/id"
+      data: ["id", "t"]
+websocket:
+  allowed_origins: ["*"]
+limits:
+  max_connections: 100000
+  send_queue: 4096
+${1:-}
+EOF
+  RUST_LOG=warn "$SYNCGATE" --config "$WORK/syncgate-$PORT.yaml" >"$WORK/syncgate-$PORT.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  ADMIN="$admin"
+  wait_http "http://127.0.0.1:$admin/readyz" syncgate
+}
+
+start_nginx() { # conf-body workers
+  PORT="$(free_port)"
+  local dir="$WORK/nginx-$PORT"
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+daemon off;
+worker_processes ${2:-2};
+worker_rlimit_nofile 19900;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 19000; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  upstream api { server $UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT ${3:-};
+$1
+  }
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" &
+  PID=$!
+  PIDS+=("$PID")
+}
+
+start_nginx_proxy() {
+  start_nginx '    location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+  wait_http "http://127.0.0.1:$PORT/api/projects" nginx
+}
+
+start_nchan() { # workers
+  start_nginx '    location = /sub/bench { nchan_subscriber websocket; nchan_channel_id bench; }
+    location = /pub/bench { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 1000; }' "${1:-1}" "${2:-}"
+  wait_http "http://127.0.0.1:$PORT/pub/bench" nchan
+}
+
+start_haproxy() {
+  PORT="$(free_port)"
+  cat >"$WORK/haproxy-$PORT.cfg" <<EOF
+global
+  nbthread 2
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$PORT
+  default_backend api
+backend api
+  server s1 $UP
+EOF
+  haproxy -db -f "$WORK/haproxy-$PORT.cfg" >"$WORK/haproxy-$PORT.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  wait_http "http://127.0.0.1:$PORT/api/projects" haproxy
+}
+
+start_pushpin() {
+  PORT="$(free_port)"
+  PUSH_PORT="$(free_port)"
+  local dir="$WORK/pushpin-$PORT" in_port sub_port cmd_port
+  in_port="$(free_port)"; sub_port="$(free_port)"; cmd_port="$(free_port)"
+  mkdir -p "$dir/run" "$dir/log"
+  echo "* $UP,over_http" >"$dir/routes"
+  # The packaged config with our ports and directories, zurl (its HTTP client to the upstream)
+  # started and reached in our run directory; message_rate and message_hwm raised from
+  # 2500/25000 so Pushpin's own rate limit does not decide the fan-out figures.
+  sed -e "s#^rundir=.*#rundir=$dir/run#" \
+      -e "s#^logdir=.*#logdir=$dir/log#" \
+      -e "s#^http_port=.*#http_port=127.0.0.1:$PORT#" \
+      -e "s#^routesfile=.*#routesfile=$dir/routes\nzurl_out_specs=ipc://{rundir}/{ipc_prefix}zurl-in\nzurl_out_stream_specs=ipc://{rundir}/{ipc_prefix}zurl-in-stream\nzurl_in_specs=ipc://{rundir}/{ipc_prefix}zurl-out#" \
+      -e "s#^push_in_spec=.*#push_in_spec=tcp://127.0.0.1:$in_port#" \
+      -e "s#^push_in_sub_specs=.*#push_in_sub_specs=tcp://127.0.0.1:$sub_port#" \
+      -e "s#^command_spec=tcp.*#command_spec=tcp://127.0.0.1:$cmd_port#" \
+      -e "s#^push_in_http_port=.*#push_in_http_port=$PUSH_PORT#" \
+      -e "s#^services=.*#services=condure,zurl,pushpin-proxy,pushpin-handler#" \
+      -e "s#^client_maxconn=.*#client_maxconn=19000#" \
+      -e "s#^message_rate=.*#message_rate=1000000#" \
+      -e "s#^message_hwm=.*#message_hwm=1000000#" \
+      -e "s#^ipc_prefix=.*#ipc_prefix=bench-$PORT-#" \
+      /etc/pushpin/pushpin.conf >"$dir/pushpin.conf"
+  pushpin --config "$dir/pushpin.conf" >"$dir/log/runner.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  wait_http "http://127.0.0.1:$PORT/api/projects" pushpin
+}
+
+record() { # json line
+  printf '%s\n' "$1" >>"$RESULTS"
+}
+
+# --- REST proxying --------------------------------------------------------------------------------
+
+wrk_run() { # label method url
+  local label="$1" method="$2" url="$3" script=() text
+  [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
+  text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
+  python3 "$ROOT/bench/wrk_json.py" "$label" "$method" <<<"$text" >>"$RESULTS"
+}
+
+scenario_rest() {
+  echo "== REST proxying: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, interleaved"
+  local round peer
+  for round in $(seq "$ROUNDS"); do
+    for peer in direct nginx haproxy pushpin syncgate; do
+      local sub=""
+      case "$peer" in
+        direct) PORT="$UP_PORT"; PID="" ;;
+        nginx) start_nginx_proxy ;;
+        haproxy) start_haproxy ;;
+        pushpin) start_pushpin ;;
+        syncgate)
+          start_syncgate
+          # With its event rules on and a subscriber connected, as in production.
+          "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$PORT/api/ws" --sockets 1 --hold >/dev/null &
+          sub=$!
+          PIDS+=("$sub")
+          ;;
+      esac
+      for method in GET POST; do
+        wrk_run "$peer" "$method" "http://127.0.0.1:$PORT/api/projects"
+      done
+      echo "   round $round: $peer done"
+      [[ -n "$sub" ]] && stop "$sub"
+      [[ -n "$PID" ]] && stop "$PID"
+    done
+  done
+}
+
+# --- fan-out and memory ---------------------------------------------------------------------------
+
+fanout() { # peer label sockets urls trigger publish pids [procs]
+  local procs=()
+  [[ -n "${8:-}" ]] && procs=(--procs "$8")
+  local publish=()
+  [[ -n "$6" ]] && publish=(--publish "$6")
+  local line
+  if ! line="$("$LOADGEN" fanout --peer "$1" --label "$2" --sockets "$3" --urls "$4" --trigger "$5" \
+      "${publish[@]}" --rss-pids "$7" --mutations "$FANOUT_MUTATIONS" "${procs[@]}")"; then
+    echo "   $1 at $3 sockets failed" >&2
+    return 1
+  fi
+  record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="fanout"; print(json.dumps(d))' "$line")"
+  echo "   $2: $(python3 "$ROOT/bench/report.py" --brief <<<"$line")"
+}
+
+scenario_fanout() {
+  echo "== fan-out: $FANOUT_MUTATIONS mutations to N subscribed sockets, sizes $SIZES, $ROUNDS rounds"
+  local round n
+  for round in $(seq "$ROUNDS"); do
+    for n in ${SIZES//,/ }; do
+      if (( n <= 18000 )); then
+        start_syncgate
+        fanout syncgate "syncgate" "$n" "ws://127.0.0.1:$PORT/api/ws" \
+          "http://127.0.0.1:$PORT/api/projects" "" "$PID" || true
+        stop "$PID"
+        start_nchan 1
+        fanout nchan "nchan" "$n" "ws://127.0.0.1:$PORT/sub/bench" \
+          "http://$UP/api/projects" "http://127.0.0.1:$PORT/pub/bench" "$PID" || true
+        stop "$PID"
+        start_pushpin
+        fanout pushpin "pushpin" "$n" "ws://127.0.0.1:$PORT/grip/ws" \
+          "http://$UP/api/projects" "http://127.0.0.1:$PUSH_PORT/publish/" "$PID" || true
+        stop "$PID"
+      else
+        # Past one process's open-file cap (20,000 here): several sidecars sharing Redis, and
+        # nginx with several workers; Pushpin holds every client socket in one process (condure).
+        local shards=$(( (n + 16999) / 17000 )) urls="" pids="" i trigger=""
+        local prefix="syncgate-bench-$$-$round-$n:"
+        for i in $(seq "$shards"); do
+          start_syncgate "broker:
+  kind: redis
+  redis: { url: \"redis://127.0.0.1:6379\", key_prefix: \"$prefix\" }"
+          urls+="${urls:+,}ws://127.0.0.1:$PORT/api/ws"
+          pids+="${pids:+,}$PID"
+          [[ -z "$trigger" ]] && trigger="http://127.0.0.1:$PORT/api/projects"
+        done
+        fanout syncgate "syncgate ($shards sidecars, redis)" "$n" "$urls" "$trigger" "" "$pids" "$shards" || true
+        for i in ${pids//,/ }; do stop "$i"; done
+        redis-cli --scan --pattern "${prefix}*" | xargs -r redis-cli del >/dev/null || true
+        start_nchan "$shards" "reuseport"
+        local nport="$PORT" npid="$PID"
+        urls=""
+        for i in $(seq "$shards"); do urls+="${urls:+,}ws://127.0.0.1:$nport/sub/bench"; done
+        fanout nchan "nchan ($shards workers)" "$n" "$urls" "http://$UP/api/projects" \
+          "http://127.0.0.1:$nport/pub/bench" "$npid" "$shards" || true
+        stop "$npid"
+        record "{\"scenario\":\"fanout\",\"peer\":\"pushpin\",\"label\":\"pushpin\",\"sockets\":$n,\"skipped\":\"one process (condure) holds every client socket; the open-file cap is 20,000 per process\"}"
+      fi
+    done
+  done
+}
+
+# --- mutation-to-event latency --------------------------------------------------------------------
+
+scenario_latency() {
+  echo "== mutation to event: one subscriber, $LATENCY_MUTATIONS mutations, $ROUNDS rounds"
+  local round line
+  for round in $(seq "$ROUNDS"); do
+    start_syncgate
+    line="$("$LOADGEN" fanout --peer syncgate --label syncgate --sockets 1 --urls "ws://127.0.0.1:$PORT/api/ws" \
+      --trigger "http://127.0.0.1:$PORT/api/projects" --rss-pids "$PID" \
+      --mutations "$LATENCY_MUTATIONS" --interval-ms 2 --settle-ms 200 --grace-ms 1000)"
+    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    stop "$PID"
+    # The upstream's own time for the same POST, straight (what syncgate adds on top).
+    line="$("$LOADGEN" fanout --peer nchan --label direct --sockets 0 --urls "ws://127.0.0.1:1/unused" \
+      --trigger "http://$UP/api/projects" --mutations "$LATENCY_MUTATIONS" --interval-ms 2 \
+      --settle-ms 0 --grace-ms 0)"
+    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    start_nchan 1
+    line="$("$LOADGEN" fanout --peer nchan --label nchan --sockets 1 --urls "ws://127.0.0.1:$PORT/sub/bench" \
+      --trigger "http://$UP/api/projects" --publish "http://127.0.0.1:$PORT/pub/bench" --rss-pids "$PID" \
+      --mutations "$LATENCY_MUTATIONS" --interval-ms 2 --settle-ms 200 --grace-ms 1000)"
+    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    stop "$PID"
+    echo "   round $round done"
+  done
+}
+
+echo "bench: results in $OUT (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
+[[ ",$ONLY," == *",rest,"* ]] && scenario_rest
+[[ ",$ONLY," == *",fanout,"* ]] && scenario_fanout
+[[ ",$ONLY," == *",latency,"* ]] && scenario_latency
+python3 "$ROOT/bench/report.py" "$RESULTS" | tee "$OUT/report.md"
+if [[ "$SMOKE" == 1 ]]; then
+  python3 "$ROOT/bench/report.py" --check-smoke "$RESULTS"
+fi
