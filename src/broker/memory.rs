@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{
     Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome, Subscriber,
-    lock, read, write,
+    Subscribers, lock, read, write,
 };
 use crate::config::HistoryConfig;
 use crate::events::{EventDraft, envelope};
@@ -30,7 +30,7 @@ pub struct MemoryBroker {
 struct ChannelState {
     last_seq: u64,
     history: VecDeque<(Instant, Arc<Event>)>,
-    subscribers: Vec<Subscriber>,
+    subscribers: Subscribers,
 }
 
 impl ChannelState {
@@ -188,10 +188,7 @@ impl Broker for MemoryBroker {
         let state = self.channel(channel);
         let mut st = lock(&state);
         st.trim(self.history, Instant::now());
-        let id = subscriber.id();
-        if !st.subscribers.iter().any(|s| s.id() == id) {
-            st.subscribers.push(subscriber.clone());
-        }
+        st.subscribers.insert(subscriber);
         let (replay, resume) = match since {
             None => (Vec::new(), Resume::Fresh),
             Some(since) => match st.since(since) {
@@ -209,7 +206,7 @@ impl Broker for MemoryBroker {
 
     fn unsubscribe(&self, channel: &str, id: ConnId) {
         if let Some(state) = self.existing(channel) {
-            lock(&state).subscribers.retain(|s| s.id() != id);
+            lock(&state).subscribers.remove(id);
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod memory;
 pub mod redis;
 mod subscriber;
+mod subscribers;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +22,7 @@ use crate::events::EventDraft;
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 pub use subscriber::{ConnId, CutOff, Delivery, Subscriber};
+pub(crate) use subscribers::Subscribers;
 
 /// A numbered event on one channel, serialized once and shared by every subscriber.
 #[derive(Debug)]

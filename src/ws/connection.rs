@@ -147,11 +147,15 @@ where
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        // Created once: re-registering a waiter on every turn of the loop cost a lock per event.
+        let cut_off = sub.cut_off_signal();
+        let shutting_down = shutdown.changed();
+        tokio::pin!(cut_off, shutting_down);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.changed() => return End::Close(CloseCode::Away, "server shutting down"),
-                _ = sub.cut_off_signal() => {
+                _ = &mut shutting_down => return End::Close(CloseCode::Away, "server shutting down"),
+                _ = &mut cut_off => {
                     let why = sub.cut_off_reason();
                     self.shared.metrics.ws_dropped(why.label());
                     return End::Close(CloseCode::Again, why.close_reason());

@@ -175,14 +175,40 @@ async fn connect(url: &str) -> Option<tokio_tungstenite::WebSocketStream<TcpStre
     Some(ws)
 }
 
-/// The mutation's id and the upstream's answer time, wherever the peer put them: syncgate's
-/// event `data`, or the raw answer body the others publish.
+/// The mutation's id and the upstream's answer time, wherever the peer put them (syncgate's event
+/// `data`, or the raw answer body the others publish). A plain scan, not a JSON parse: the load
+/// generator shares the box with the peer, so its own cost per message must stay tiny.
 fn stamp(text: &str) -> Option<(u64, u64)> {
-    let v: serde_json::Value = serde_json::from_str(text).ok()?;
-    let d = if v.get("data").is_some_and(|d| d.is_object()) {
-        &v["data"]
-    } else {
-        &v
-    };
-    Some((d["id"].as_u64()?, d["t"].as_u64()?))
+    Some((
+        number_after(text, "\"id\":")?,
+        number_after(text, "\"t\":")?,
+    ))
+}
+
+/// The unsigned integer right after the last occurrence of `key` (the `data` object comes after the
+/// envelope's own `id`, which is a string and so never matches as a number).
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    text.rmatch_indices(key).find_map(|(at, _)| {
+        let digits: &str = &text[at + key.len()..];
+        let end = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        digits[..end].parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamp;
+
+    #[test]
+    fn finds_the_stamp_in_an_event_and_in_a_raw_answer() {
+        let event = r#"{"type":"project_created","channel":"projects","seq":3,"id":"0192-ab","data":{"id":41,"t":1700000000123456},"ts":1}"#;
+        assert_eq!(stamp(event), Some((41, 1700000000123456)));
+        assert_eq!(stamp(r#"{"id":7,"name":"bench","t":99}"#), Some((7, 99)));
+        assert_eq!(
+            stamp(r#"{"op":"subscribed","channel":"projects","seq":0}"#),
+            None
+        );
+    }
 }

@@ -64,7 +64,7 @@ struct Inner {
 /// This replica's view of one channel it has local subscribers on.
 #[derive(Debug, Default)]
 struct LocalChannel {
-    subscribers: Vec<Subscriber>,
+    subscribers: crate::broker::Subscribers,
     /// The last `seq` offered to local subscribers: the dispatcher's dedupe and gap check.
     dispatched: Option<u64>,
     /// The highest `seq` this replica knows of (counter reads and deliveries).
@@ -97,7 +97,7 @@ impl LocalChannel {
 
     /// Tells every local subscriber to reconnect and resume (they get `reset` if history is gone).
     fn cut_off_all(&mut self) {
-        for sub in self.subscribers.drain(..) {
+        for sub in self.subscribers.drain() {
             sub.cut_off(crate::broker::CutOff::Resync);
         }
     }
@@ -345,9 +345,7 @@ impl Broker for RedisBroker {
                 let mut map = write(&inner.channels);
                 let state = Arc::clone(map.entry(Arc::from(channel)).or_default());
                 let mut st = lock(&state);
-                if !st.subscribers.iter().any(|s| s.id() == subscriber.id()) {
-                    st.subscribers.push(subscriber.clone());
-                }
+                st.subscribers.insert(subscriber);
                 drop(st);
                 state
             };
@@ -400,7 +398,7 @@ impl Broker for RedisBroker {
             return;
         };
         let mut st = lock(&state);
-        st.subscribers.retain(|s| s.id() != id);
+        st.subscribers.remove(id);
         if st.subscribers.is_empty() {
             let _ = self.inner.idle_tx.send(Arc::from(channel));
         }
