@@ -185,9 +185,18 @@ start_nginx_proxy() {
   wait_http "http://127.0.0.1:$PORT/api/projects" nginx
 }
 
-start_nchan() { # workers
-  start_nginx '    location = /sub/bench { nchan_subscriber websocket; nchan_channel_id bench; }
-    location = /pub/bench { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 1000; }' "${1:-1}" "${2:-}"
+start_nchan() { # workers [extra ports, each listened on with reuseport]
+  local extra="" p
+  NCHAN_PORTS=()
+  for _ in $(seq "${2:-0}"); do
+    p="$(free_port)"
+    NCHAN_PORTS+=("$p")
+    extra+="
+    listen 127.0.0.1:$p reuseport;"
+  done
+  start_nginx "$extra
+    location = /sub/bench { nchan_subscriber websocket; nchan_channel_id bench; }
+    location = /pub/bench { nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 1000; }" "${1:-1}" "${2:+reuseport}"
   wait_http "http://127.0.0.1:$PORT/pub/bench" nchan
 }
 
@@ -296,8 +305,10 @@ fanout() { # peer label sockets urls trigger publish pids [procs]
   local publish=()
   [[ -n "$6" ]] && publish=(--publish "$6")
   local line
+  # Mutations far enough apart that each one's fan-out is measured alone (50 ms per 1,000 sockets).
+  local interval=$(( $3 / 20 > 200 ? $3 / 20 : 200 ))
   if ! line="$("$LOADGEN" fanout --peer "$1" --label "$2" --sockets "$3" --urls "$4" --trigger "$5" \
-      "${publish[@]}" --rss-pids "$7" --mutations "$FANOUT_MUTATIONS" "${procs[@]}")"; then
+      "${publish[@]}" --rss-pids "$7" --mutations "$FANOUT_MUTATIONS" --interval-ms "$interval" "${procs[@]}")"; then
     echo "   $1 at $3 sockets failed" >&2
     return 1
   fi
@@ -339,10 +350,12 @@ scenario_fanout() {
         fanout syncgate "syncgate ($shards sidecars, redis)" "$n" "$urls" "$trigger" "" "$pids" "$shards" || true
         for i in ${pids//,/ }; do stop "$i"; done
         redis-cli --scan --pattern "${prefix}*" | xargs -r redis-cli del >/dev/null || true
-        start_nchan "$shards" "reuseport"
+        # One listening port per worker: one destination port has only ~28,000 ephemeral
+        # source ports on loopback.
+        start_nchan "$shards" "$shards"
         local nport="$PORT" npid="$PID"
         urls=""
-        for i in $(seq "$shards"); do urls+="${urls:+,}ws://127.0.0.1:$nport/sub/bench"; done
+        for i in "${NCHAN_PORTS[@]}"; do urls+="${urls:+,}ws://127.0.0.1:$i/sub/bench"; done
         fanout nchan "nchan ($shards workers)" "$n" "$urls" "http://$UP/api/projects" \
           "http://127.0.0.1:$nport/pub/bench" "$npid" "$shards" || true
         stop "$npid"
