@@ -93,7 +93,7 @@ banner "cargo build"
 cargo build
 
 banner "cargo test"
-cargo test --all-targets
+cargo test --workspace --all-targets
 
 banner "end-to-end tests (pytest tests/e2e)"
 SYNCGATE_BIN="$ROOT/target/debug/syncgate" .venv/bin/python -m pytest -q tests/e2e

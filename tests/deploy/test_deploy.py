@@ -320,10 +320,11 @@ def in_docker_context(rel: str, rules) -> bool:
 def test_dockerignore_context():
     rules = dockerignore_rules()
     assert in_docker_context("src/main.rs", rules)
-    for path in ("Cargo.toml", "Cargo.lock", "config.example.yaml"):
+    for path in ("Cargo.toml", "Cargo.lock", "config.example.yaml", "bench/loadgen/Cargo.toml",
+                 "bench/loadgen/src/main.rs"):
         assert in_docker_context(path, rules), path
     for path in ("target/debug/syncgate", ".git/HEAD", ".venv/bin/python", "deploy/.venv/bin/pip",
-                 "tests/cli.rs", "demo/app.py", "README.md"):
+                 "tests/cli.rs", "demo/app.py", "README.md", "bench/run.sh", "bench/results/x/report.md"):
         assert not in_docker_context(path, rules), f"{path} would be sent to the builder"
 
 
