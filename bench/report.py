@@ -67,12 +67,12 @@ def fanout_table(rows):
            "Delay = subscriber's arrival time − the upstream's answer time (same clock). "
            "\"last socket\" = per mutation, the delay to the last socket; median and worst over the mutations.", "",
            "| sockets | peer | delay p50 ms | p99 ms | max ms | last socket p50 ms | last socket max ms | lost | "
-           "RSS at rest MiB | RSS per idle socket KiB | rounds |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "RSS at rest MiB | RSS per idle socket KiB | CPU µs per delivery | rounds |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (n, label), rs in sorted(by.items()):
         skipped = [r for r in rs if "skipped" in r]
         if skipped:
-            out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | |")
+            out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | | |")
             continue
         d = lambda k, q: med(r[k][q] for r in rs)
         lost = sum(r["lost"] + r["failed"] * r["mutations"] for r in rs)
@@ -80,7 +80,8 @@ def fanout_table(rows):
             f"| {n:,} | {label} | {fmt(d('delay_ms', 'p50'))} | {fmt(d('delay_ms', 'p99'))} | "
             f"{fmt(d('delay_ms', 'max'))} | {fmt(d('last_socket_ms', 'p50'))} | {fmt(d('last_socket_ms', 'max'))} | "
             f"{lost} | {fmt(med(r['rss_rest_kib'] / 1024 for r in rs), 1)} | "
-            f"{fmt(med(r['rss_per_socket_bytes'] / 1024 for r in rs), 1)} | {len(rs)} |")
+            f"{fmt(med(r['rss_per_socket_bytes'] / 1024 for r in rs), 1)} | "
+            f"{fmt(med(r.get('cpu_us_per_delivery') for r in rs), 2)} | {len(rs)} |")
     return out + [""]
 
 
@@ -109,7 +110,8 @@ def latency_table(rows):
 def brief(r):
     return (f"{r['connected']}/{r['sockets']} sockets, delay p50 {fmt(r['delay_ms']['p50'])} ms, "
             f"p99 {fmt(r['delay_ms']['p99'])} ms, max {fmt(r['delay_ms']['max'])} ms, lost {r['lost']}, "
-            f"RSS/socket {fmt(r['rss_per_socket_bytes'] / 1024, 1)} KiB")
+            f"RSS/socket {fmt(r['rss_per_socket_bytes'] / 1024, 1)} KiB, "
+            f"CPU {fmt(r.get('cpu_us_per_delivery'), 2)} µs/delivery")
 
 
 def check_smoke(rows):

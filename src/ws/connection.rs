@@ -440,11 +440,20 @@ where
 }
 
 /// Bounds a write: a peer that stops reading is dropped instead of stalling this task forever.
+///
+/// Most writes finish at once (the socket has room), so the first poll runs without a timer: a
+/// fan-out to thousands of sockets then sets up and tears down no timer per frame.
 async fn timed(
     shared: &Shared,
     io: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Result<(), End> {
-    match tokio::time::timeout(WRITE_TIMEOUT, io).await {
+    let mut io = std::pin::pin!(io);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(io.as_mut().poll(cx))).await;
+    let outcome = match first {
+        std::task::Poll::Ready(done) => Ok(done),
+        std::task::Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, io).await,
+    };
+    match outcome {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(End::Quiet),
         Err(_) => {

@@ -87,6 +87,7 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
     let idle_kib = rss::tree_kib(&r.rss_pids);
 
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let cpu_before = rss::tree_cpu_ticks(&r.rss_pids);
     let mut round_trips = Vec::with_capacity(r.mutations);
     let mut errors = 0usize;
     for _ in 0..r.mutations {
@@ -131,6 +132,8 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
         }
         let _ = s.child.wait().await;
     }
+    // After the stragglers' grace: every delivery's work is in, and idle time adds nothing.
+    let cpu_ticks = rss::tree_cpu_ticks(&r.rss_pids).saturating_sub(cpu_before);
     delays.sort_unstable();
     let mut lasts: Vec<u32> = last.into_values().collect();
     lasts.sort_unstable();
@@ -173,6 +176,8 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
         "rss_rest_kib": rest_kib,
         "rss_idle_kib": idle_kib,
         "rss_per_socket_bytes": per_socket_bytes,
+        // Ticks are 10 ms: meaningful over many deliveries, not a handful.
+        "cpu_us_per_delivery": if received > 0 { (cpu_ticks * 10_000) as f64 / received as f64 } else { 0.0 },
     }))
 }
 

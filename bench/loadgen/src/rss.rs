@@ -1,10 +1,20 @@
-//! Resident memory of a peer: the given processes and all their descendants (nginx's workers,
+//! Resident memory and CPU time of a peer: the given processes and all their descendants (nginx's workers,
 //! Pushpin's services), read from /proc.
 
 use std::collections::HashSet;
 
 /// Sum of VmRSS, in KiB, over `roots` and every process descended from them.
 pub fn tree_kib(roots: &[u32]) -> u64 {
+    tree(roots).iter().filter_map(|p| vm_rss_kib(*p)).sum()
+}
+
+/// CPU time (user + system) used so far by `roots` and their descendants, in clock ticks (1/100 s
+/// on Linux): how much work a peer did, whatever else the machine was doing.
+pub fn tree_cpu_ticks(roots: &[u32]) -> u64 {
+    tree(roots).iter().filter_map(|p| cpu_ticks(*p)).sum()
+}
+
+fn tree(roots: &[u32]) -> HashSet<u32> {
     let mut pids: HashSet<u32> = roots.iter().copied().collect();
     // Parent links, read once; repeat until no new descendant appears.
     let links: Vec<(u32, u32)> = std::fs::read_dir("/proc")
@@ -25,7 +35,16 @@ pub fn tree_kib(roots: &[u32]) -> u64 {
             break;
         }
     }
-    pids.iter().filter_map(|p| vm_rss_kib(*p)).sum()
+    pids
+}
+
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    // After the command: state(3) ppid(4) … utime(14) stime(15).
+    let utime: u64 = rest.nth(11)?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn parent(pid: u32) -> Option<u32> {
