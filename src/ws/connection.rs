@@ -462,3 +462,57 @@ async fn timed(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::metrics::Metrics;
+    use crate::broker::MemoryBroker;
+    use crate::config::Config;
+    use crate::state::Settings;
+
+    fn shared() -> Shared {
+        let config = Config::default();
+        let broker = MemoryBroker::new(config.history);
+        let settings = Settings::new(config).expect("default settings");
+        let (_tx, shutdown) = tokio::sync::watch::channel(false);
+        Shared::new(settings, broker, Arc::new(Metrics::new()), shutdown)
+    }
+
+    fn write_timeouts(shared: &Shared) -> bool {
+        shared
+            .metrics
+            .encode()
+            .contains(r#"syncgate_ws_dropped_total{reason="write_timeout"} 1"#)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_peer_never_takes_ends_the_socket_after_the_write_timeout() {
+        let shared = shared();
+        let started = Instant::now();
+        let end = tokio::time::timeout(WRITE_TIMEOUT * 2, timed(&shared, std::future::pending()))
+            .await
+            .expect("timed() must give up on its own");
+        assert!(matches!(end, Err(End::Quiet)));
+        assert!(started.elapsed() >= WRITE_TIMEOUT);
+        assert!(write_timeouts(&shared));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_that_waits_but_finishes_in_time_succeeds() {
+        let shared = shared();
+        let slow = async {
+            tokio::time::sleep(WRITE_TIMEOUT / 2).await;
+            Ok(())
+        };
+        assert!(timed(&shared, slow).await.is_ok());
+        assert!(!write_timeouts(&shared));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_ends_the_socket_quietly() {
+        let shared = shared();
+        let failed = async { Err(WsError::ConnectionClosed) };
+        assert!(matches!(timed(&shared, failed).await, Err(End::Quiet)));
+    }
+}
