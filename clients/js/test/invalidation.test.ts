@@ -1,4 +1,4 @@
-import { QueryClient } from "@tanstack/react-query";
+import { QueryClient, QueryObserver } from "@tanstack/react-query";
 import { describe, expect, it, vi } from "vitest";
 import { createSyncClient } from "../src/client.js";
 import { invalidationKeys, keyCovers, toKeys } from "../src/invalidation.js";
@@ -38,6 +38,29 @@ describe("invalidation mapping", () => {
     })));
     const stale = keys.filter((key) => queryClient.getQueryState(key)?.isInvalidated);
     expect(stale).toEqual([["projects"], ["project", 42], ["dashboard"]]);
+    queryClient.clear();
+  });
+
+  it("an event during a query's first fetch is not answered by that fetch", async () => {
+    const queryClient = new QueryClient();
+    let calls = 0;
+    let answerFirst: (list: string) => void = () => {};
+    const observer = new QueryObserver(queryClient, {
+      queryKey: ["projects"],
+      queryFn: () => {
+        calls += 1;
+        return calls === 1 ? new Promise<string>((resolve) => (answerFirst = resolve)) : Promise.resolve("after");
+      },
+    });
+    const stop = observer.subscribe(() => {});
+    await vi.waitFor(() => expect(calls).toBe(1));
+    // The event arrives while the first list (read before the change) is still on its way.
+    const invalidated = invalidateKeys(queryClient, [["projects"]]);
+    answerFirst("before");
+    await invalidated;
+    await vi.waitFor(() => expect(queryClient.getQueryData(["projects"])).toBe("after"));
+    expect(calls).toBe(2);
+    stop();
     queryClient.clear();
   });
 

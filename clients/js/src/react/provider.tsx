@@ -24,15 +24,24 @@ export interface RealtimeSyncProviderProps {
   queryClient?: QueryClient;
 }
 
-/** Invalidates what `event`'s keys cover; also what `useMutationWithInvalidation` uses. */
-export function invalidateKeys(
+/**
+ * Invalidates what `event`'s keys cover; also what `useMutationWithInvalidation` uses.
+ *
+ * A fetch already in flight may have been answered before the change, so it is cancelled and
+ * made again. TanStack Query does that by itself only for queries that already hold data; a
+ * query on its first load would otherwise take the in-flight answer, and the event would be
+ * spent on it (a replayed event arriving while the first list is still being read, for one).
+ */
+export async function invalidateKeys(
   queryClient: QueryClient,
   keys: readonly (readonly (string | number)[])[],
 ): Promise<void> {
-  if (keys.length === 0) return Promise.resolve();
-  return queryClient.invalidateQueries({
-    predicate: (query) => keys.some((key) => keyCovers(key, query.queryKey)),
-  });
+  if (keys.length === 0) return;
+  const covered = {
+    predicate: (query: { queryKey: readonly unknown[] }) => keys.some((key) => keyCovers(key, query.queryKey)),
+  };
+  await queryClient.cancelQueries({ ...covered, fetchStatus: "fetching" });
+  await queryClient.invalidateQueries(covered);
 }
 
 export function RealtimeSyncProvider(props: RealtimeSyncProviderProps) {
