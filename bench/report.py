@@ -30,15 +30,24 @@ def ratio(a, b):
     return f"{a / b:.2f}×" if a and b else "—"
 
 
+def group(rows, key):
+    by = defaultdict(list)
+    for r in rows:
+        by[key(r)].append(r)
+    return by
+
+
+def med_of(rs, field, quantile):
+    return med(r[field][quantile] for r in rs)
+
+
 def load(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
 def rest_table(rows):
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["peer"], r["method"])].append(r)
+    by = group(rows, lambda r: (r["peer"], r["method"]))
     if not by:
         return []
     out = ["## REST proxying", "",
@@ -58,9 +67,7 @@ def rest_table(rows):
 
 
 def fanout_table(rows):
-    by = defaultdict(list)
-    for r in rows:
-        by[(r["sockets"], r["label"])].append(r)
+    by = group(rows, lambda r: (r["sockets"], r["label"]))
     if not by:
         return []
     out = ["## Fan-out and memory", "",
@@ -74,11 +81,10 @@ def fanout_table(rows):
         if skipped:
             out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | | |")
             continue
-        d = lambda k, q: med(r[k][q] for r in rs)
         lost = sum(r["lost"] + r["failed"] * r["mutations"] for r in rs)
         out.append(
-            f"| {n:,} | {label} | {fmt(d('delay_ms', 'p50'))} | {fmt(d('delay_ms', 'p99'))} | "
-            f"{fmt(d('delay_ms', 'max'))} | {fmt(d('last_socket_ms', 'p50'))} | {fmt(d('last_socket_ms', 'max'))} | "
+            f"| {n:,} | {label} | {fmt(med_of(rs, 'delay_ms', 'p50'))} | {fmt(med_of(rs, 'delay_ms', 'p99'))} | "
+            f"{fmt(med_of(rs, 'delay_ms', 'max'))} | {fmt(med_of(rs, 'last_socket_ms', 'p50'))} | {fmt(med_of(rs, 'last_socket_ms', 'max'))} | "
             f"{lost} | {fmt(med(r['rss_rest_kib'] / 1024 for r in rs), 1)} | "
             f"{fmt(med(r['rss_per_socket_bytes'] / 1024 for r in rs), 1)} | "
             f"{fmt(med(r.get('cpu_us_per_delivery') for r in rs), 2)} | {len(rs)} |")
@@ -86,9 +92,7 @@ def fanout_table(rows):
 
 
 def latency_table(rows):
-    by = defaultdict(list)
-    for r in rows:
-        by[r["label"]].append(r)
+    by = group(rows, lambda r: r["label"])
     if not by:
         return []
     out = ["## Mutation to event, one subscriber", "",
@@ -98,11 +102,10 @@ def latency_table(rows):
         rs = by.get(label)
         if not rs:
             continue
-        d = lambda k, q: med(r[k][q] for r in rs)
         has_events = any(r["connected"] for r in rs)
         out.append(
-            f"| {label} | {fmt(d('mutation_round_trip_ms', 'p50'), 3)} | {fmt(d('mutation_round_trip_ms', 'p99'), 3)} | "
-            f"{fmt(d('delay_ms', 'p50'), 3) if has_events else '—'} | {fmt(d('delay_ms', 'p99'), 3) if has_events else '—'} | "
+            f"| {label} | {fmt(med_of(rs, 'mutation_round_trip_ms', 'p50'), 3)} | {fmt(med_of(rs, 'mutation_round_trip_ms', 'p99'), 3)} | "
+            f"{fmt(med_of(rs, 'delay_ms', 'p50'), 3) if has_events else '—'} | {fmt(med_of(rs, 'delay_ms', 'p99'), 3) if has_events else '—'} | "
             f"{sum(r['lost'] for r in rs) if has_events else '—'} | {len(rs)} |")
     return out + [""]
 

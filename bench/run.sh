@@ -259,6 +259,10 @@ record() { # json line
   printf '%s\n' "$1" >>"$RESULTS"
 }
 
+record_as() { # scenario loadgen-json-line
+  record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[2]); d["scenario"]=sys.argv[1]; print(json.dumps(d))' "$1" "$2")"
+}
+
 # --- REST proxying --------------------------------------------------------------------------------
 
 wrk_run() { # label method url
@@ -312,7 +316,7 @@ fanout() { # peer label sockets urls trigger publish pids [procs]
     echo "   $1 at $3 sockets failed" >&2
     return 1
   fi
-  record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="fanout"; print(json.dumps(d))' "$line")"
+  record_as fanout "$line"
   echo "   $2: $(python3 "$ROOT/bench/report.py" --brief <<<"$line")"
 }
 
@@ -375,18 +379,18 @@ scenario_latency() {
     line="$("$LOADGEN" fanout --peer syncgate --label syncgate --sockets 1 --urls "ws://127.0.0.1:$PORT/api/ws" \
       --trigger "http://127.0.0.1:$PORT/api/projects" --rss-pids "$PID" \
       --mutations "$LATENCY_MUTATIONS" --interval-ms 2 --settle-ms 200 --grace-ms 1000)"
-    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    record_as latency "$line"
     stop "$PID"
     # The upstream's own time for the same POST, straight (what syncgate adds on top).
     line="$("$LOADGEN" fanout --peer nchan --label direct --sockets 0 --urls "ws://127.0.0.1:1/unused" \
       --trigger "http://$UP/api/projects" --mutations "$LATENCY_MUTATIONS" --interval-ms 2 \
       --settle-ms 0 --grace-ms 0)"
-    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    record_as latency "$line"
     start_nchan 1
     line="$("$LOADGEN" fanout --peer nchan --label nchan --sockets 1 --urls "ws://127.0.0.1:$PORT/sub/bench" \
       --trigger "http://$UP/api/projects" --publish "http://127.0.0.1:$PORT/pub/bench" --rss-pids "$PID" \
       --mutations "$LATENCY_MUTATIONS" --interval-ms 2 --settle-ms 200 --grace-ms 1000)"
-    record "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["scenario"]="latency"; print(json.dumps(d))' "$line")"
+    record_as latency "$line"
     stop "$PID"
     echo "   round $round done"
   done

@@ -5,7 +5,7 @@
 //! never slows the other subscribers of the channel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -29,20 +29,23 @@ struct Inner {
     user: Option<Arc<str>>,
     exclude: ExcludeOrigin,
     tx: mpsc::Sender<Arc<Event>>,
-    slow: AtomicBool,
-    /// Set once, before `slow`, by whoever cuts the subscriber off.
-    resync: AtomicBool,
+    /// `LIVE`, or the `CutOff` it was sent away for (set once: the first reason wins).
+    state: AtomicU8,
     cut_off: Notify,
 }
 
 /// Why a subscriber was told to go away; picks the close reason and the metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum CutOff {
     /// Its queue was full: it could not keep up.
-    SlowConsumer,
+    SlowConsumer = 1,
     /// The broker lost track of what it delivered (e.g. Redis was down): resume to repair it.
-    Resync,
+    Resync = 2,
 }
+
+/// `Inner::state` of a subscriber nobody has cut off.
+const LIVE: u8 = 0;
 
 impl CutOff {
     /// The `syncgate_ws_dropped_total{reason}` label.
@@ -89,8 +92,7 @@ impl Subscriber {
             user,
             exclude,
             tx,
-            slow: AtomicBool::new(false),
-            resync: AtomicBool::new(false),
+            state: AtomicU8::new(LIVE),
             cut_off: Notify::new(),
         };
         (
@@ -123,7 +125,7 @@ impl Subscriber {
         if self.excludes(event) {
             return Delivery::Skipped;
         }
-        if self.inner.slow.load(Ordering::Relaxed) {
+        if self.is_cut_off() {
             return Delivery::CutOff;
         }
         match self.inner.tx.try_send(Arc::clone(event)) {
@@ -139,20 +141,18 @@ impl Subscriber {
     /// Marks the subscriber cut off and wakes its connection, which closes with 1013 so the client
     /// reconnects and resumes. The first reason given wins.
     pub fn cut_off(&self, why: CutOff) {
-        if self.inner.slow.load(Ordering::Relaxed) {
-            return;
-        }
-        if why == CutOff::Resync {
-            self.inner.resync.store(true, Ordering::Relaxed);
-        }
-        if !self.inner.slow.swap(true, Ordering::Relaxed) {
+        let set =
+            self.inner
+                .state
+                .compare_exchange(LIVE, why as u8, Ordering::AcqRel, Ordering::Acquire);
+        if set.is_ok() {
             self.inner.cut_off.notify_one();
         }
     }
 
     /// Why it was cut off (meaningful once `cut_off_signal` completed).
     pub fn cut_off_reason(&self) -> CutOff {
-        if self.inner.resync.load(Ordering::Relaxed) {
+        if self.inner.state.load(Ordering::Acquire) == CutOff::Resync as u8 {
             CutOff::Resync
         } else {
             CutOff::SlowConsumer
@@ -160,7 +160,7 @@ impl Subscriber {
     }
 
     pub fn is_cut_off(&self) -> bool {
-        self.inner.slow.load(Ordering::Relaxed)
+        self.inner.state.load(Ordering::Relaxed) != LIVE
     }
 
     /// Completes once the subscriber has been cut off.

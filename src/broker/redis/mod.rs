@@ -30,7 +30,7 @@ use redis::{ProtocolVersion, PushInfo, Value};
 use tokio::sync::mpsc;
 
 use super::{Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome};
-use super::{Subscriber, lock, read, write};
+use super::{CutOff, Subscriber, Subscribers, lock, read, write};
 use crate::config::{HistoryConfig, RedisConfig};
 use crate::events::EventDraft;
 use wire::Keys;
@@ -64,7 +64,7 @@ struct Inner {
 /// This replica's view of one channel it has local subscribers on.
 #[derive(Debug, Default)]
 struct LocalChannel {
-    subscribers: crate::broker::Subscribers,
+    subscribers: Subscribers,
     /// The last `seq` offered to local subscribers: the dispatcher's dedupe and gap check.
     dispatched: Option<u64>,
     /// The highest `seq` this replica knows of (counter reads and deliveries).
@@ -98,7 +98,7 @@ impl LocalChannel {
     /// Tells every local subscriber to reconnect and resume (they get `reset` if history is gone).
     fn cut_off_all(&mut self) {
         for sub in self.subscribers.drain() {
-            sub.cut_off(crate::broker::CutOff::Resync);
+            sub.cut_off(CutOff::Resync);
         }
     }
 }
