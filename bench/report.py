@@ -125,7 +125,7 @@ def check_smoke(rows):
             rs = [r for r in rest if r["peer"] == peer and r["method"] == method]
             if not rs or not rs[0]["rps"] or rs[0]["errors"]:
                 problems.append(f"rest {peer} {method}: {rs}")
-    for peer in ("syncgate", "nchan", "pushpin"):
+    for peer in ("syncgate", "nchan", "pushpin", "floor"):
         rs = [r for r in rows if r["scenario"] == "fanout" and r["peer"] == peer and "skipped" not in r]
         if not rs or any(r["connected"] != r["sockets"] or r["lost"] or not r["received"] for r in rs):
             problems.append(f"fanout {peer}: {[brief(r) for r in rs] if rs else 'no result'}")

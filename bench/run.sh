@@ -255,6 +255,21 @@ start_pushpin() {
   wait_http "http://127.0.0.1:$PORT/api/projects" pushpin
 }
 
+# The fan-out floor (bench/loadgen/src/floor.rs): one thread writing one frame to every socket.
+start_floor() {
+  PORT="$(free_port)"
+  "$LOADGEN" floor --listen "127.0.0.1:$PORT" >"$WORK/floor-$PORT.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "bench/run.sh: the floor server did not come up; logs in $WORK" >&2
+  exit 1
+}
+
 record() { # json line
   printf '%s\n' "$1" >>"$RESULTS"
 }
@@ -338,6 +353,10 @@ scenario_fanout() {
         fanout pushpin "pushpin" "$n" "ws://127.0.0.1:$PORT/grip/ws" \
           "http://$UP/api/projects" "http://127.0.0.1:$PUSH_PORT/publish/" "$PID" || true
         stop "$PID"
+        start_floor
+        fanout floor "floor (one thread, one send per socket)" "$n" "ws://127.0.0.1:$PORT/sub" \
+          "http://$UP/api/projects" "http://127.0.0.1:$PORT/pub" "$PID" || true
+        stop "$PID"
       else
         # Past one process's open-file cap (20,000 here): several sidecars sharing Redis, and
         # nginx with several workers; Pushpin holds every client socket in one process (condure).
@@ -363,6 +382,16 @@ scenario_fanout() {
         fanout nchan "nchan ($shards workers)" "$n" "$urls" "http://$UP/api/projects" \
           "http://127.0.0.1:$nport/pub/bench" "$npid" "$shards" || true
         stop "$npid"
+        urls="" pids="" trigger=""
+        for i in $(seq "$shards"); do
+          start_floor
+          urls+="${urls:+,}ws://127.0.0.1:$PORT/sub"
+          trigger+="${trigger:+,}http://127.0.0.1:$PORT/pub"
+          pids+="${pids:+,}$PID"
+        done
+        fanout floor "floor ($shards processes, one send per socket)" "$n" "$urls" "http://$UP/api/projects" \
+          "$trigger" "$pids" "$shards" || true
+        for i in ${pids//,/ }; do stop "$i"; done
         record "{\"scenario\":\"fanout\",\"peer\":\"pushpin\",\"label\":\"pushpin\",\"sockets\":$n,\"skipped\":\"one process (condure) holds every client socket; the open-file cap is 20,000 per process\"}"
       fi
     done

@@ -145,7 +145,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         server::serve(
             "public",
             listeners.public,
-            move |req, peer| proxy::handle(req, Arc::clone(&shared), peer),
+            move |req, client| proxy::handle(req, Arc::clone(&shared), client),
             shutdown_rx.clone(),
             grace,
         )
@@ -156,7 +156,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         server::serve(
             "admin",
             listeners.admin,
-            move |req, _peer| admin::handle(req, Arc::clone(&shared)),
+            move |req, _client| admin::handle(req, Arc::clone(&shared)),
             admin_stop_rx,
             Duration::from_secs(1),
         )

@@ -7,9 +7,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -18,6 +19,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
+use crate::proxy::link::{self, Link};
+
+/// What the requests of one client connection share.
+pub struct ClientConn {
+    pub peer: SocketAddr,
+    /// The peer's address as the `X-Forwarded-For` entry, formatted once per connection.
+    pub peer_ip: HeaderValue,
+    /// This connection's own upstream connection (see `proxy::link`).
+    pub link: Link,
+}
 
 /// A client that has not sent its request head within this time is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
@@ -31,7 +42,7 @@ pub async fn serve<H, F>(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<ClientConn>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     let mut builder = http1::Builder::new();
@@ -58,7 +69,14 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| handler(req, peer));
+        let (link, driver) = link::pair();
+        let client = Arc::new(ClientConn {
+            peer,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            link,
+        });
+        let service = service_fn(move |req| handler(req, Arc::clone(&client)));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -66,18 +84,29 @@ pub async fn serve<H, F>(
         let alive = alive_tx.clone();
         tokio::spawn(async move {
             let _alive = alive;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+            let served = async {
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    res = conn.as_mut() => {
+                        if let Err(e) = res {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    _ = conn_shutdown.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                _ = conn_shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
+            };
+            // The upstream connections are polled by this task too; the driver ends only after
+            // the service (holding the link) is gone, so `served` always finishes first.
+            let mut driver = std::pin::pin!(driver);
+            let mut served = std::pin::pin!(served);
+            std::future::poll_fn(|cx| {
+                let _ = driver.as_mut().poll(cx);
+                served.as_mut().poll(cx)
+            })
+            .await;
         });
     }
     drop(listener);

@@ -206,3 +206,107 @@ async fn our_socket_path_without_upgrade_is_426() {
     assert_eq!(r.status, 426);
     assert_eq!(r.json()["error"], "upgrade_required");
 }
+
+/// An upstream that answers one request per connection and then hangs up without saying so (as
+/// an idle keep-alive timeout does), counting the connections it accepted.
+async fn one_shot_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = format!("{{\"conn\":{n}}}");
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_survives_the_upstream_closing_its_connection() {
+    let (upstream, accepted) = one_shot_upstream().await;
+    let h = Harness::start_with_upstream(upstream, "").await;
+    // One client connection, several requests: each finds its upstream connection closed (just
+    // now, or a moment ago) and must be answered on a fresh one, never with a 502.
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build_http();
+    for i in 1..=5 {
+        let resp = client
+            .get(h.url("/api/items").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // At least one connection per request (the readiness probe opens more).
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst) >= 5,
+        "each request needed a connection of its own"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_requests_each_reach_the_upstream_with_their_own_headers() {
+    let h = Harness::start("").await;
+    // Raw keep-alive requests on one socket (so on one upstream connection): each arrives with the
+    // client's Host and names the client once in X-Forwarded-For.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(h.sidecar.public_addr)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        s.write_all(b"GET /api/headers HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed early");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(at) = text.find("\r\n\r\n") {
+                let len: usize = text[..at]
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("content-length");
+                if got.len() >= at + 4 + len {
+                    let body: serde_json::Value =
+                        serde_json::from_slice(&got[at + 4..at + 4 + len]).unwrap();
+                    assert_eq!(body["x-forwarded-for"], "127.0.0.1");
+                    assert_eq!(body["host"], "app.test");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -142,6 +142,12 @@ impl Authenticator {
         self.mode != AuthMode::None
     }
 
+    /// False when every caller is anonymous (`auth.mode: none`): the proxy then skips copying a
+    /// mutation's headers for `identify`.
+    pub fn identifies(&self) -> bool {
+        self.mode != AuthMode::None
+    }
+
     /// `Ok(None)` for an anonymous caller (no credentials presented, or rejected by the upstream).
     pub async fn identify(
         &self,

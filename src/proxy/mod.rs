@@ -9,16 +9,18 @@
 
 pub mod cache_control;
 pub mod headers;
+pub mod link;
 mod tap;
 pub mod upgrade;
 pub mod upstream;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
+};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -26,10 +28,15 @@ use hyper::upgrade::OnUpgrade;
 use crate::auth::Credentials;
 use crate::body::{Body, BoxError, empty, json_error};
 use crate::events::{BodyPrefix, EmitContext, EventPlan, external, now_millis};
+use crate::server::ClientConn;
 use crate::state::{Settings, Shared};
 use crate::ws::handshake::{self, SocketKind, is_websocket_upgrade};
 use crate::ws::sse;
 use upstream::UpstreamError;
+
+const X_SYNC_CLIENT: HeaderName = HeaderName::from_static("x-sync-client");
+const X_SYNC_EVENT: HeaderName = HeaderName::from_static("x-sync-event");
+const X_SYNC_POSITION: HeaderName = HeaderName::from_static("x-sync-position");
 
 /// Longest `X-Sync-Client` honoured; longer values are ignored rather than stored.
 const MAX_CLIENT_ID: usize = 128;
@@ -38,11 +45,11 @@ const MAX_CLIENT_ID: usize = 128;
 pub async fn handle(
     req: Request<Incoming>,
     shared: Arc<Shared>,
-    peer: SocketAddr,
+    client: Arc<ClientConn>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let resp = route(req, &shared, peer).await;
+    let resp = route(req, &shared, &client).await;
     let status = resp.status().as_u16();
     shared
         .metrics
@@ -51,7 +58,11 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -> Response<Body> {
+async fn route(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    client: &ClientConn,
+) -> Response<Body> {
     if head_too_large(&req) {
         return json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -88,7 +99,7 @@ async fn route(req: Request<Incoming>, shared: &Arc<Shared>, peer: SocketAddr) -
     if path == cfg.sse.path && req.method() == Method::GET {
         return sse::serve(req, Arc::clone(shared)).await;
     }
-    forward(req, shared, &settings, peer).await
+    forward(req, shared, &settings, client).await
 }
 
 /// hyper bounds a head only while it is still incomplete after a read, so a large head that
@@ -138,7 +149,7 @@ async fn forward(
     req: Request<Incoming>,
     shared: &Arc<Shared>,
     settings: &Settings,
-    peer: SocketAddr,
+    client: &ClientConn,
 ) -> Response<Body> {
     let cfg = &settings.config;
     let (mut parts, body) = req.into_parts();
@@ -150,18 +161,21 @@ async fn forward(
         settings.matcher.plan(&parts.method, &path)
     };
     // Only a mutation that may emit needs to know its actor; GETs never pay for identity.
-    let identity = plan.as_ref().map(|_| {
-        (
-            parts.headers.clone(),
-            Credentials::from_request(&parts.headers, None, None),
-        )
-    });
+    let identity = plan
+        .as_ref()
+        .filter(|_| settings.auth.identifies())
+        .map(|_| {
+            (
+                parts.headers.clone(),
+                Credentials::from_request(&parts.headers, None, None),
+            )
+        });
     let mut ex = Exchange {
         plan,
         actor: None,
         origin_client: parts
             .headers
-            .get("x-sync-client")
+            .get(&X_SYNC_CLIENT)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
             .map(str::to_owned),
@@ -174,13 +188,9 @@ async fn forward(
         path,
     };
 
-    // Phase: upstream request.
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let target = format!(
-        "http://{}{}{}",
-        cfg.upstream.authority, cfg.upstream.base_path, path_and_query
-    );
-    let Ok(uri) = target.parse::<Uri>() else {
+    // Phase: upstream request. Plain requests go in origin form over the client connection's own
+    // upstream connection; upgrades take a pooled one, which the tunnel then keeps.
+    let Some(uri) = upstream_uri(&parts.uri, &cfg.upstream, is_upgrade) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
@@ -190,7 +200,12 @@ async fn forward(
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    headers::add_forwarded(&mut parts.headers, peer);
+    headers::add_forwarded(&mut parts.headers, &client.peer_ip);
+    if !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(cfg.upstream.authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
     let body: Body = if is_upgrade {
         empty()
     } else {
@@ -212,18 +227,50 @@ async fn forward(
         }
     };
     // The actor is looked up while the upstream works on the request, adding no latency.
-    let (sent, actor) = tokio::join!(
-        shared
-            .upstream
-            .send(upstream_req, cfg.upstream.request_timeout),
-        identify
-    );
+    let send = async {
+        if is_upgrade {
+            shared
+                .upstream
+                .send(upstream_req, cfg.upstream.request_timeout)
+                .await
+        } else {
+            client.link.send(upstream_req, &cfg.upstream).await
+        }
+    };
+    let (sent, actor) = tokio::join!(send, identify);
     ex.actor = actor;
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => return upstream_failure(shared, &e),
     };
     upstream_response(resp, ex, shared, settings).await
+}
+
+/// The target as the upstream sees it: `base_path` prefixed, in origin form for the client
+/// connection's own link, absolute for the pooled client. `None` when it cannot be expressed.
+fn upstream_uri(
+    uri: &Uri,
+    upstream: &crate::config::UpstreamConfig,
+    absolute: bool,
+) -> Option<Uri> {
+    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    if absolute {
+        return format!(
+            "http://{}{}{}",
+            upstream.authority, upstream.base_path, path_and_query
+        )
+        .parse()
+        .ok();
+    }
+    if upstream.base_path.is_empty() {
+        if uri.scheme().is_none() && uri.authority().is_none() {
+            return Some(uri.clone());
+        }
+        return path_and_query.parse().ok();
+    }
+    format!("{}{}", upstream.base_path, path_and_query)
+        .parse()
+        .ok()
 }
 
 /// One place turns upstream failures into answers: 504 for a timeout, 502 for everything else.
@@ -299,11 +346,11 @@ fn publish_sync_event_headers(
     ts: u64,
     shared: &Shared,
 ) -> bool {
-    if !headers.contains_key("x-sync-event") {
+    if !headers.contains_key(&X_SYNC_EVENT) {
         return false;
     }
-    let values: Vec<HeaderValue> = headers.get_all("x-sync-event").iter().cloned().collect();
-    headers.remove("x-sync-event");
+    let values: Vec<HeaderValue> = headers.get_all(&X_SYNC_EVENT).iter().cloned().collect();
+    headers.remove(&X_SYNC_EVENT);
     let ctx = EmitContext {
         actor: ex.actor.as_deref(),
         origin_client: ex.origin_client.as_deref(),
@@ -329,7 +376,7 @@ async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, se
     let Ok(value) = HeaderValue::from_str(&sse::format_positions(&positions)) else {
         return;
     };
-    headers.insert("x-sync-position", value);
+    headers.insert(X_SYNC_POSITION, value);
     if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         let exposed = match headers
             .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)

@@ -61,7 +61,7 @@ pub fn origin_allowed(policy: &OriginPolicy, headers: &HeaderMap) -> bool {
 /// would cost far more per socket than the frames we send.
 fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     let mut cfg = WebSocketConfig::default();
-    cfg.read_buffer_size = 4 * 1024;
+    cfg.read_buffer_size = 512;
     cfg.write_buffer_size = 0;
     cfg.max_write_buffer_size = (max_message_bytes * 4).max(1 << 20);
     cfg.max_message_size = Some(max_message_bytes);

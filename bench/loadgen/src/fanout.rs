@@ -26,7 +26,8 @@ pub struct Run {
     pub mutations: usize,
     pub interval: Duration,
     pub trigger_url: String,
-    pub publish_url: Option<String>,
+    /// Where the answer is published; several (floor shards) each get it, concurrently.
+    pub publish_urls: Vec<String>,
     pub rss_pids: Vec<u32>,
     pub settle: Duration,
     pub grace: Duration,
@@ -200,9 +201,9 @@ async fn mutate(client: &HttpClient, r: &Run) -> Result<(), String> {
         Bytes::from_static(br#"{"name":"bench"}"#),
     )
     .await?;
-    let Some(publish) = &r.publish_url else {
+    if r.publish_urls.is_empty() {
         return Ok(());
-    };
+    }
     let body = match r.peer {
         Peer::Pushpin => {
             let content = String::from_utf8_lossy(&answer).into_owned();
@@ -213,7 +214,14 @@ async fn mutate(client: &HttpClient, r: &Run) -> Result<(), String> {
         }
         _ => answer,
     };
-    post(client, publish, body).await.map(|_| ())
+    let posts = r
+        .publish_urls
+        .iter()
+        .map(|url| post(client, url, body.clone()));
+    for outcome in futures_util::future::join_all(posts).await {
+        outcome?;
+    }
+    Ok(())
 }
 
 async fn post(client: &HttpClient, url: &str, body: Bytes) -> Result<Bytes, String> {

@@ -3,6 +3,7 @@
 
 mod clock;
 mod fanout;
+mod floor;
 mod peer;
 mod rss;
 mod stats;
@@ -56,9 +57,10 @@ enum Cmd {
         /// Where a mutation is POSTed (through syncgate, or straight to the upstream).
         #[arg(long)]
         trigger: String,
-        /// Where the upstream's answer is then published (nchan, pushpin).
-        #[arg(long)]
-        publish: Option<String>,
+        /// Where the upstream's answer is then published (nchan, pushpin, floor; comma-separated
+        /// to publish to each of several floor shards).
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
         /// PIDs whose process trees' RSS is the peer's memory.
         #[arg(long, value_delimiter = ',')]
         rss_pids: Vec<u32>,
@@ -67,6 +69,12 @@ enum Cmd {
         /// How long to wait for stragglers after the last mutation.
         #[arg(long, default_value_t = 3000)]
         grace_ms: u64,
+    },
+    /// Serve the fan-out floor until killed: one thread sending one frame to every socket (see
+    /// `floor.rs`); driven by `fanout --peer floor`.
+    Floor {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
     /// One shard of subscribers (started by `fanout`; also usable to hold sockets open).
     Subscribe {
@@ -129,13 +137,14 @@ fn main() {
                     mutations,
                     interval: Duration::from_millis(interval_ms),
                     trigger_url: trigger,
-                    publish_url: publish,
+                    publish_urls: publish,
                     rss_pids,
                     settle: Duration::from_millis(settle_ms),
                     grace: Duration::from_millis(grace_ms),
                 };
                 fanout::run(run).await.map(|v| println!("{v}"))
             }
+            Cmd::Floor { listen } => floor::serve(listen).await,
             Cmd::Subscribe {
                 peer,
                 urls,

@@ -14,6 +14,9 @@ pub enum Peer {
     /// Pushpin: WebSocket-over-HTTP to the upstream, which subscribes the socket to `bench`; the
     /// mutation's answer is published through Pushpin's HTTP publish endpoint.
     Pushpin,
+    /// The machine's floor (`syncgate-loadgen floor`): nchan's interface, served by one thread
+    /// writing one frame to every socket in a loop.
+    Floor,
 }
 
 impl Peer {
@@ -22,6 +25,7 @@ impl Peer {
             Peer::Syncgate => "syncgate",
             Peer::Nchan => "nchan",
             Peer::Pushpin => "pushpin",
+            Peer::Floor => "floor",
         }
     }
 }

@@ -103,9 +103,10 @@ fn say(line: &str) {
 }
 
 fn client_config() -> WebSocketConfig {
-    // Small buffers: the load generator holds tens of thousands of sockets too.
+    // Small buffers: the load generator holds tens of thousands of sockets too, and tungstenite
+    // zero-fills up to this much before every read, so a large one costs every message.
     let mut cfg = WebSocketConfig::default();
-    cfg.read_buffer_size = 4 * 1024;
+    cfg.read_buffer_size = 512;
     cfg.write_buffer_size = 0;
     cfg
 }
@@ -130,9 +131,10 @@ async fn socket(
             return seen;
         }
     }
-    // nchan confirms nothing: the open socket is subscribed. The others answer `subscribed`.
+    // nchan and the floor confirm nothing: the open socket is subscribed. The others answer
+    // `subscribed`.
     let mut ready = Some(ready);
-    if peer == Peer::Nchan
+    if matches!(peer, Peer::Nchan | Peer::Floor)
         && let Some(r) = ready.take()
     {
         let _ = r.send(true).await;
