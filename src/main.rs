@@ -91,6 +91,28 @@ fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
         .build()
 }
 
+/// One single-threaded loop per core (see `syncgate::workers`): this thread's, returned to run the
+/// server on, and one more thread per further core that serves the connections dealt to it.
+fn event_loops() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let build = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let main = build()?;
+    let mut handles = vec![main.handle().clone()];
+    for i in 1..cores {
+        let rt = build()?;
+        handles.push(rt.handle().clone());
+        std::thread::Builder::new()
+            .name(format!("syncgate-loop-{i}"))
+            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+    }
+    syncgate::workers::install(handles);
+    Ok(main)
+}
+
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -115,7 +137,7 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logs(config.log.format);
-    let rt = match runtime() {
+    let rt = match event_loops() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -82,7 +82,7 @@ pub async fn serve<H, F>(
             .with_upgrades();
         let mut conn_shutdown = shutdown.clone();
         let alive = alive_tx.clone();
-        tokio::spawn(async move {
+        crate::workers::spawn_connection(async move {
             let _alive = alive;
             let served = async {
                 let mut conn = std::pin::pin!(conn);
