@@ -98,13 +98,17 @@ pub async fn serve<H, F>(
                     }
                 }
             };
-            // The upstream connections are polled by this task too; the driver ends only after
-            // the service (holding the link) is gone, so `served` always finishes first.
-            let mut driver = std::pin::pin!(driver);
+            // The upstream connections are polled by this task too: before the service (they
+            // may have woken it) and after it (it may have opened one or queued a request).
+            let mut driver = driver;
             let mut served = std::pin::pin!(served);
             std::future::poll_fn(|cx| {
-                let _ = driver.as_mut().poll(cx);
-                served.as_mut().poll(cx)
+                driver.poll_connections(cx);
+                let done = served.as_mut().poll(cx);
+                if done.is_pending() {
+                    driver.poll_connections(cx);
+                }
+                done
             })
             .await;
         });

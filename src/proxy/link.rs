@@ -14,7 +14,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::StreamExt;
@@ -25,7 +26,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::upstream::UpstreamError;
 use crate::body::Body;
@@ -36,7 +36,16 @@ type Driven = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// The request side, shared by the requests of one client connection.
 pub struct Link {
     idle: Mutex<Option<Idle>>,
-    drive: mpsc::UnboundedSender<Driven>,
+    opened: Arc<Opened>,
+}
+
+/// Connections opened since the driver last looked. They are only ever opened while the client
+/// connection's task polls its service, so the task polls the driver right after (see
+/// `server::serve`) and no waker is needed: a flag makes the common case one atomic load.
+#[derive(Default)]
+struct Opened {
+    any: AtomicBool,
+    list: Mutex<Vec<Driven>>,
 }
 
 /// An upstream connection between two requests, with the target it was opened to (a reload may
@@ -49,20 +58,21 @@ struct Idle {
 /// Polls the link's upstream connections; the client connection's task polls it beside hyper's
 /// server connection, and dropping it closes them.
 pub struct Driver {
-    incoming: mpsc::UnboundedReceiver<Driven>,
+    opened: Arc<Opened>,
     running: FuturesUnordered<Driven>,
 }
 
-/// A link and the driver that must be polled for its connections to make progress.
+/// A link and the driver that must be polled, in the same task and after every poll of the
+/// link's user, for its connections to make progress.
 pub fn pair() -> (Link, Driver) {
-    let (drive, incoming) = mpsc::unbounded_channel();
+    let opened = Arc::new(Opened::default());
     (
         Link {
             idle: Mutex::new(None),
-            drive,
+            opened: Arc::clone(&opened),
         },
         Driver {
-            incoming,
+            opened,
             running: FuturesUnordered::new(),
         },
     )
@@ -161,35 +171,30 @@ impl Link {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        self.drive
-            .send(driven)
-            .map_err(|_| UpstreamError::Protocol("client connection is closing".into()))?;
+        self.opened
+            .list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(driven);
+        self.opened.any.store(true, Ordering::Release);
         Ok(sender)
     }
 }
 
-impl Future for Driver {
-    /// Ready only once the link is gone and every connection it opened has ended.
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = &mut *self;
-        let mut link_gone = false;
-        loop {
-            match this.incoming.poll_recv(cx) {
-                Poll::Ready(Some(conn)) => this.running.push(conn),
-                Poll::Ready(None) => {
-                    link_gone = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
+impl Driver {
+    /// Polls every connection the link opened; never finishes (the connections end with the
+    /// client connection's task, which drops the driver).
+    pub fn poll_connections(&mut self, cx: &mut Context<'_>) {
+        if self.opened.any.swap(false, Ordering::Acquire) {
+            let fresh = std::mem::take(
+                &mut *self
+                    .opened
+                    .list
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            );
+            self.running.extend(fresh);
         }
-        while let Poll::Ready(Some(())) = this.running.poll_next_unpin(cx) {}
-        if link_gone && this.running.is_empty() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
     }
 }
