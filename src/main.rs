@@ -107,8 +107,12 @@ fn event_loops() -> Result<tokio::runtime::Runtime, std::io::Error> {
         handles.push(rt.handle().clone());
         std::thread::Builder::new()
             .name(format!("syncgate-loop-{i}"))
-            .spawn(move || rt.block_on(std::future::pending::<()>()))?;
+            .spawn(move || {
+                syncgate::workers::enter(i);
+                rt.block_on(std::future::pending::<()>())
+            })?;
     }
+    syncgate::workers::enter(0);
     syncgate::workers::install(handles);
     Ok(main)
 }

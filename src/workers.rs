@@ -10,27 +10,80 @@
 //! The binary installs the loops at start-up; without them (the library inside a test's runtime)
 //! connections are spawned on the ambient runtime as before.
 
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::broker::{Event, Subscriber};
+
+/// An event for one subscriber, carried to the subscriber's loop (see `broker::FanOut`).
+pub type Offer = (Subscriber, Arc<Event>);
 
 struct Loops {
     handles: Vec<Handle>,
     next: AtomicUsize,
+    relays: Vec<mpsc::UnboundedSender<Vec<Offer>>>,
 }
 
 static LOOPS: OnceLock<Loops> = OnceLock::new();
 
-/// Makes `spawn_connection` deal connections over these loops, round-robin. Only the first call
-/// counts.
+thread_local! {
+    static CURRENT: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Makes `spawn_connection` deal connections over these loops, round-robin, and starts each
+/// loop's relay task. Only the first call counts. Each loop's thread must call `enter` with its
+/// index before it runs anything.
 pub fn install(handles: Vec<Handle>) {
-    if !handles.is_empty() {
-        let _ = LOOPS.set(Loops {
-            handles,
-            next: AtomicUsize::new(0),
-        });
+    if handles.is_empty() {
+        return;
+    }
+    let relays = handles
+        .iter()
+        .map(|handle| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            handle.spawn(relay_task(rx));
+            tx
+        })
+        .collect();
+    let _ = LOOPS.set(Loops {
+        handles,
+        next: AtomicUsize::new(0),
+        relays,
+    });
+}
+
+/// Marks this thread as running loop `index`.
+pub fn enter(index: usize) {
+    CURRENT.with(|c| c.set(Some(index)));
+}
+
+/// The loop this thread runs, if any.
+pub fn current_loop() -> Option<usize> {
+    CURRENT.with(Cell::get)
+}
+
+/// How many loops are installed (0 without them).
+pub fn loop_count() -> usize {
+    LOOPS.get().map_or(0, |l| l.handles.len())
+}
+
+/// Hands a batch of offers to loop `home`'s relay task.
+pub fn relay(home: usize, batch: Vec<Offer>) {
+    if let Some(tx) = LOOPS.get().and_then(|l| l.relays.get(home)) {
+        let _ = tx.send(batch);
+    }
+}
+
+async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
+    while let Some(batch) = rx.recv().await {
+        for (sub, event) in batch {
+            sub.offer(&event);
+        }
     }
 }
 

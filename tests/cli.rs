@@ -648,6 +648,73 @@ async fn one_gib_download_keeps_rss_under_64_mib() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Event loops: the binary deals connections over one loop per core
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_room_messages_reach_sockets_on_every_loop_in_order() {
+    use common::{send_json, subscribe};
+    let upstream = start_upstream().await;
+    let sidecar = Sidecar::start(upstream, "").await;
+    let ws_url = format!("ws://127.0.0.1:{}/api/ws", sidecar.public);
+    // Consecutive connections land on different loops (round-robin), so six sockets cover every
+    // loop of a machine with up to six cores.
+    let mut sockets = Vec::new();
+    for _ in 0..6 {
+        let mut ws = connect(&ws_url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("connect {ws_url}: {e}"));
+        assert_eq!(recv_json(&mut ws).await["op"], "welcome");
+        subscribe(&mut ws, "projects", None).await;
+        sockets.push(ws);
+    }
+    const MUTATIONS: u64 = 20;
+    for i in 0..MUTATIONS {
+        let r = common::http(
+            Method::POST,
+            &sidecar.url("/api/projects"),
+            &[("content-type", "application/json")],
+            &format!(r#"{{"name":"p{i}"}}"#),
+        )
+        .await;
+        assert_eq!(r.status, 201);
+    }
+    for (n, ws) in sockets.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        for _ in 0..MUTATIONS {
+            let event = recv_json(ws).await;
+            assert_eq!(event["type"], "project_created", "socket {n}: {event}");
+            got.push(event["seq"].as_u64().expect("seq"));
+        }
+        let expected: Vec<u64> = (1..=MUTATIONS).collect();
+        assert_eq!(got, expected, "socket {n} saw every event once, in order");
+    }
+    // Room messages cross loops too: every other member hears each one.
+    for ws in sockets.iter_mut() {
+        subscribe(ws, "room:doc", None).await;
+    }
+    send_json(
+        &mut sockets[0],
+        serde_json::json!({"op":"publish","channel":"room:doc","type":"cursor","data":{"x":1}}),
+    )
+    .await;
+    for (n, ws) in sockets.iter_mut().enumerate().skip(1) {
+        let frame = loop {
+            let v = recv_json(ws).await;
+            if v["type"] == "cursor" {
+                break v;
+            }
+            let kind = v["type"].as_str().unwrap_or_default().to_owned();
+            assert!(
+                ["presence", "user_joined"].contains(&kind.as_str()),
+                "socket {n}: unexpected {v}"
+            );
+        };
+        assert_eq!(frame["data"]["x"], 1, "socket {n}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Signals
 // ---------------------------------------------------------------------------------------------
 

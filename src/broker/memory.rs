@@ -14,8 +14,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{
-    Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome, Subscriber,
-    Subscribers, lock, read, write,
+    Broker, BrokerError, ConnId, Delivery, Event, FanOut, Published, Resume, SubscribeOutcome,
+    Subscriber, Subscribers, lock, read, write,
 };
 use crate::config::HistoryConfig;
 use crate::events::{EventDraft, envelope};
@@ -110,8 +110,10 @@ impl MemoryBroker {
             st.history.push_back((now, Arc::clone(&event)));
         }
         st.trim(self.history, now);
+        // Dropped before `st`: its hand-overs happen under the channel's lock (see FanOut).
+        let mut fan = FanOut::new();
         st.subscribers
-            .retain(|sub| sub.offer(&event) != Delivery::Gone);
+            .retain(|sub| fan.offer(sub, &event) != Delivery::Gone);
         Published {
             channel: channel.to_owned(),
             seq,

@@ -5,6 +5,7 @@
 //! Everything above this trait is the same on one node or fifty; `memory.rs` is the single-node
 //! implementation, `redis/` the one for many replicas sharing a Redis.
 
+mod fanout;
 pub mod memory;
 pub mod redis;
 mod subscriber;
@@ -19,6 +20,7 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 use crate::config::ExcludeOrigin;
 use crate::events::EventDraft;
 
+pub use fanout::FanOut;
 pub use memory::MemoryBroker;
 pub use redis::RedisBroker;
 pub use subscriber::{ConnId, CutOff, Delivery, Subscriber};

@@ -29,6 +29,8 @@ struct Inner {
     user: Option<Arc<str>>,
     exclude: ExcludeOrigin,
     tx: mpsc::Sender<Arc<Event>>,
+    /// The event loop the connection lives on (`workers`), where offers to it are made.
+    home: Option<usize>,
     /// `LIVE`, or the `CutOff` it was sent away for (set once: the first reason wins).
     state: AtomicU8,
     cut_off: Notify,
@@ -92,6 +94,7 @@ impl Subscriber {
             user,
             exclude,
             tx,
+            home: crate::workers::current_loop(),
             state: AtomicU8::new(LIVE),
             cut_off: Notify::new(),
         };
@@ -105,6 +108,15 @@ impl Subscriber {
 
     pub fn id(&self) -> ConnId {
         self.inner.id
+    }
+
+    pub fn home(&self) -> Option<usize> {
+        self.inner.home
+    }
+
+    /// The connection has dropped its queue (it is gone).
+    pub fn is_gone(&self) -> bool {
+        self.inner.tx.is_closed()
     }
 
     pub fn client_id(&self) -> &str {

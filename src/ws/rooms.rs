@@ -108,8 +108,9 @@ fn relay(members: &[Member], room: &str, except: Option<ConnId>, frame: &Value) 
         actor: None,
         published_at: std::time::Instant::now(),
     });
+    let mut fan = crate::broker::FanOut::new();
     for m in members.iter().filter(|m| Some(m.conn) != except) {
-        m.sub.offer(&event);
+        fan.offer(&m.sub, &event);
     }
 }
 

@@ -30,7 +30,7 @@ use redis::{ProtocolVersion, PushInfo, Value};
 use tokio::sync::mpsc;
 
 use super::{Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome};
-use super::{CutOff, Subscriber, Subscribers, lock, read, write};
+use super::{CutOff, FanOut, Subscriber, Subscribers, lock, read, write};
 use crate::config::{HistoryConfig, RedisConfig};
 use crate::events::EventDraft;
 use wire::Keys;
@@ -91,8 +91,9 @@ impl LocalChannel {
     fn offer(&mut self, event: &Arc<Event>) {
         self.dispatched = Some(event.seq);
         self.known = self.known.max(event.seq);
+        let mut fan = FanOut::new();
         self.subscribers
-            .retain(|sub| sub.offer(event) != Delivery::Gone);
+            .retain(|sub| fan.offer(sub, event) != Delivery::Gone);
     }
 
     /// Tells every local subscriber to reconnect and resume (they get `reset` if history is gone).
