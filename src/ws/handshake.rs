@@ -61,8 +61,11 @@ pub fn origin_allowed(policy: &OriginPolicy, headers: &HeaderMap) -> bool {
 /// would cost far more per socket than the frames we send.
 fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
     let mut cfg = WebSocketConfig::default();
+    // tungstenite zero-fills up to this much before every read attempt, so it is kept small:
+    // clients send short commands.
     cfg.read_buffer_size = 512;
-    cfg.write_buffer_size = 0;
+    // Frames fed in one batch go out in one write up to this size (0 wrote each frame alone).
+    cfg.write_buffer_size = 2 * 1024;
     cfg.max_write_buffer_size = (max_message_bytes * 4).max(1 << 20);
     cfg.max_message_size = Some(max_message_bytes);
     cfg.max_frame_size = Some(max_message_bytes);
