@@ -142,7 +142,7 @@ limits:
   send_queue: 4096
 ${1:-}
 EOF
-  RUST_LOG=warn "$SYNCGATE" --config "$WORK/syncgate-$PORT.yaml" >"$WORK/syncgate-$PORT.log" 2>&1 &
+  RUST_LOG=warn SYNCGATE_WORKERS="${SG_WORKERS:-$(nproc)}" "$SYNCGATE" --config "$WORK/syncgate-$PORT.yaml" >"$WORK/syncgate-$PORT.log" 2>&1 &
   PID=$!
   PIDS+=("$PID")
   ADMIN="$admin"
@@ -362,8 +362,10 @@ scenario_fanout() {
         # nginx with several workers; Pushpin holds every client socket in one process (condure).
         local shards=$(( (n + 16999) / 17000 )) urls="" pids="" i trigger=""
         local prefix="syncgate-bench-$$-$round-$n:"
+        # One event loop per sidecar, as nginx runs one worker per port here: three sidecars with
+        # a loop per core each would be six busy threads on two cores.
         for i in $(seq "$shards"); do
-          start_syncgate "broker:
+          SG_WORKERS=1 start_syncgate "broker:
   kind: redis
   redis: { url: \"redis://127.0.0.1:6379\", key_prefix: \"$prefix\" }"
           urls+="${urls:+,}ws://127.0.0.1:$PORT/api/ws"

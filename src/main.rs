@@ -91,10 +91,25 @@ fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
         .build()
 }
 
-/// One single-threaded loop per core (see `syncgate::workers`): this thread's, returned to run the
-/// server on, and one more thread per further core that serves the connections dealt to it.
-fn event_loops() -> Result<tokio::runtime::Runtime, std::io::Error> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+/// `SYNCGATE_WORKERS`, or the CPUs this process may use (cgroup quotas included), as nginx's
+/// `worker_processes auto`. Several sidecars sharing a few cores run better with fewer each.
+fn loop_count(setting: Option<&str>) -> Result<usize, String> {
+    match setting {
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=256).contains(n))
+            .ok_or_else(|| {
+                format!("SYNCGATE_WORKERS must be a whole number of event loops from 1 to 256, got {v:?}")
+            }),
+    }
+}
+
+/// `count` single-threaded loops (see `syncgate::workers`): this thread's, returned to run the
+/// server on, and one thread for each further loop, serving the connections dealt to it.
+fn event_loops(count: usize) -> Result<tokio::runtime::Runtime, std::io::Error> {
     let build = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -102,7 +117,7 @@ fn event_loops() -> Result<tokio::runtime::Runtime, std::io::Error> {
     };
     let main = build()?;
     let mut handles = vec![main.handle().clone()];
-    for i in 1..cores {
+    for i in 1..count {
         let rt = build()?;
         handles.push(rt.handle().clone());
         std::thread::Builder::new()
@@ -141,7 +156,14 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         }
     };
     init_logs(config.log.format);
-    let rt = match event_loops() {
+    let loops = match loop_count(std::env::var("SYNCGATE_WORKERS").ok().as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt = match event_loops(loops) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

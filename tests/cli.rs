@@ -283,6 +283,15 @@ impl Sidecar {
     /// Starts the binary with `extra_yaml` appended to a config naming its ports and the upstream,
     /// and returns once `GET /healthz` answers 200. Retries with new ports on a bind collision.
     async fn start(upstream: SocketAddr, extra_yaml: &str) -> Sidecar {
+        Sidecar::start_with_env(upstream, extra_yaml, &[]).await
+    }
+
+    /// `start`, with environment variables set for the process.
+    async fn start_with_env(
+        upstream: SocketAddr,
+        extra_yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Sidecar {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             let (public, admin) = free_ports();
@@ -292,7 +301,10 @@ impl Sidecar {
             );
             let mut proc = Proc::spawn(
                 "syncgate",
-                syncgate().arg("--config").arg(config.path()),
+                syncgate()
+                    .arg("--config")
+                    .arg(config.path())
+                    .envs(env.iter().copied()),
                 false,
             );
             let healthz = format!("http://127.0.0.1:{admin}/healthz");
@@ -563,6 +575,23 @@ async fn running_binary_exits_1_on_invalid_config() {
     assert!(stderr.contains(&file.display()), "{stderr}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_syncgate_workers_is_refused_with_what_is_allowed() {
+    for bad in ["0", "two", "100000"] {
+        let mut proc = Proc::spawn("syncgate", syncgate().env("SYNCGATE_WORKERS", bad), false);
+        let status = proc
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("syncgate kept running with SYNCGATE_WORKERS={bad}"));
+        assert_eq!(status.code(), Some(1), "exit status {status}");
+        let stderr = proc.finish_stderr();
+        assert!(
+            stderr.contains("SYNCGATE_WORKERS") && stderr.contains("from 1 to 256"),
+            "{stderr}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Streaming: memory stays flat for a 1 GiB download and a 256 MiB upload.
 // ---------------------------------------------------------------------------------------------
@@ -653,9 +682,19 @@ async fn one_gib_download_keeps_rss_under_64_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_room_messages_reach_sockets_on_every_loop_in_order() {
+    // Three loops whatever the machine: offers cross loops in both directions.
+    events_and_room_messages_in_order(&[("SYNCGATE_WORKERS", "3")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_loop_serves_everything() {
+    events_and_room_messages_in_order(&[("SYNCGATE_WORKERS", "1")]).await;
+}
+
+async fn events_and_room_messages_in_order(env: &[(&str, &str)]) {
     use common::{send_json, subscribe};
     let upstream = start_upstream().await;
-    let sidecar = Sidecar::start(upstream, "").await;
+    let sidecar = Sidecar::start_with_env(upstream, "", env).await;
     let ws_url = format!("ws://127.0.0.1:{}/api/ws", sidecar.public);
     // Consecutive connections land on different loops (round-robin), so six sockets cover every
     // loop of a machine with up to six cores.
