@@ -310,3 +310,53 @@ async fn keep_alive_requests_each_reach_the_upstream_with_their_own_headers() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_a_large_upload_leaves_the_connection_usable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start("").await;
+    // The test API answers this POST 404 without reading its body.
+    const BODY: usize = 4 * 1024 * 1024;
+    let s = tokio::net::TcpStream::connect(h.sidecar.public_addr)
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let writer = tokio::spawn(async move {
+        let head = format!(
+            "POST /api/projects/404 HTTP/1.1\r\nHost: app.test\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        wr.write_all(head.as_bytes()).await?;
+        wr.write_all(&vec![b'x'; BODY]).await?;
+        wr.write_all(b"GET /api/projects HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await?;
+        Ok::<_, std::io::Error>(wr)
+    });
+    // Both answers arrive on the same connection, the second one promptly: the upload's
+    // upstream connection must not hold up the next request.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.matches("HTTP/1.1 ").count() >= 2 && text.contains("Gemini") {
+            break;
+        }
+        let n = tokio::time::timeout_at(deadline, rd.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no second answer within 10 s; got so far:\n{text}"))
+            .unwrap();
+        if n == 0 {
+            // The sidecar may close a connection whose request body it did not read; then the
+            // first answer must still have been complete.
+            assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+            println!("the sidecar closed the connection after the early answer");
+            return;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+    assert!(text.contains("HTTP/1.1 200"), "{text}");
+    println!("both answers on one connection");
+    let _ = writer.await;
+}
