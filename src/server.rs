@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +22,6 @@ use crate::proxy::link::{self, Link};
 
 /// What the requests of one client connection share.
 pub struct ClientConn {
-    pub peer: SocketAddr,
     /// The peer's address as the `X-Forwarded-For` entry, formatted once per connection.
     pub peer_ip: HeaderValue,
     /// This connection's own upstream connection (see `proxy::link`).
@@ -71,7 +69,6 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let (link, driver) = link::pair();
         let client = Arc::new(ClientConn {
-            peer,
             peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             link,

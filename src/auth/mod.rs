@@ -137,14 +137,9 @@ impl Authenticator {
         self.mode
     }
 
-    /// Whether sockets and streams must carry an identity (every mode but `none`).
+    /// Whether sockets and streams must carry an identity (every mode but `none`); when false every
+    /// caller is anonymous, so the proxy skips copying a mutation's headers for `identify`.
     pub fn required(&self) -> bool {
-        self.mode != AuthMode::None
-    }
-
-    /// False when every caller is anonymous (`auth.mode: none`): the proxy then skips copying a
-    /// mutation's headers for `identify`.
-    pub fn identifies(&self) -> bool {
         self.mode != AuthMode::None
     }
 

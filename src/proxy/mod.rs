@@ -161,15 +161,12 @@ async fn forward(
         settings.matcher.plan(&parts.method, &path)
     };
     // Only a mutation that may emit needs to know its actor; GETs never pay for identity.
-    let identity = plan
-        .as_ref()
-        .filter(|_| settings.auth.identifies())
-        .map(|_| {
-            (
-                parts.headers.clone(),
-                Credentials::from_request(&parts.headers, None, None),
-            )
-        });
+    let identity = plan.as_ref().filter(|_| settings.auth.required()).map(|_| {
+        (
+            parts.headers.clone(),
+            Credentials::from_request(&parts.headers, None, None),
+        )
+    });
     let mut ex = Exchange {
         plan,
         actor: None,
