@@ -315,7 +315,10 @@ async fn keep_alive_requests_each_reach_the_upstream_with_their_own_headers() {
 async fn an_early_answer_to_a_large_upload_leaves_the_connection_usable() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::start("").await;
-    // The test API answers this POST 404 without reading its body.
+    // The test API answers this POST 404 without reading its body, then closes with the body's
+    // bytes unread, which resets the connection while the sidecar is still writing the upload.
+    // The 404 must still reach the client (it used to turn into a 502 about a quarter of the
+    // time, whichever of the answer and the write error hyper saw first).
     const BODY: usize = 4 * 1024 * 1024;
     let s = tokio::net::TcpStream::connect(h.sidecar.public_addr)
         .await

@@ -27,6 +27,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::early_answer::UpstreamStream;
 use super::upstream::UpstreamError;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
@@ -163,7 +164,7 @@ impl Link {
             };
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(UpstreamStream::new(stream)))
             .await
             .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         let driven: Driven = Box::pin(async move {

@@ -8,6 +8,7 @@
 //! 5. logging: one metric observation and one trace line per request.
 
 pub mod cache_control;
+mod early_answer;
 pub mod headers;
 pub mod link;
 mod tap;
