@@ -23,7 +23,7 @@ fn draft(channels: &[&str]) -> EventDraft {
         resource_id: Some("1".into()),
         action: Some("updated".into()),
         invalidate: vec![vec!["projects".into()]],
-        data: serde_json::Value::Null,
+        data: syncgate::events::Data::NULL,
         actor: Some("7".into()),
         ts: 1,
         origin_client: Some("tab-a".into()),

@@ -19,7 +19,7 @@ fn draft(channel: &str, data: Value) -> EventDraft {
         resource_id: None,
         action: None,
         invalidate: vec![vec![channel.into()]],
-        data,
+        data: syncgate::events::Data::from_value(&data),
         actor: None,
         ts: syncgate::events::now_millis(),
         origin_client: None,

@@ -207,6 +207,18 @@ fn check_draft(draft: &EventDraft, ctx: &EmitContext<'_>, path: &str) {
     assert_eq!(draft.actor.as_deref(), ctx.actor);
     assert_eq!(draft.origin_client.as_deref(), ctx.origin_client);
     assert_eq!(draft.ts, ctx.ts);
+    // The envelope is written by hand: whatever the body held, it must be one line of JSON
+    // carrying the draft's strings and data unchanged.
+    let frame = syncgate::events::envelope::serialize(draft, &draft.channels[0], 7, "id-1");
+    assert!(
+        !frame.contains('\n'),
+        "a line break in the frame for {path:?}: {frame}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&frame)
+        .unwrap_or_else(|e| panic!("invalid envelope for {path:?} ({e}): {frame}"));
+    assert_eq!(v["type"].as_str(), Some(draft.event_type.as_str()));
+    assert_eq!(v["resource_id"].as_str(), draft.resource_id.as_deref());
+    assert_eq!(v["data"], draft.data.to_value());
 }
 
 /// Documented by the matcher: channels are deduplicated (one `seq` per change) and never empty.

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::{
     Broker, BrokerError, ConnId, Delivery, Event, FanOut, Published, Resume, SubscribeOutcome,
@@ -100,7 +99,7 @@ impl MemoryBroker {
             channel: Arc::from(channel),
             seq,
             event_type: Arc::from(draft.event_type.as_str()),
-            frame: Utf8Bytes::try_from(frame).unwrap_or_default(),
+            frame,
             origin_client: draft.origin_client.as_deref().map(Arc::from),
             actor: draft.actor.as_deref().map(Arc::from),
             published_at: std::time::Instant::now(),
@@ -239,7 +238,7 @@ mod tests {
             resource_id: None,
             action: None,
             invalidate: vec![],
-            data: serde_json::Value::Null,
+            data: crate::events::Data::NULL,
             actor: Some("7".into()),
             ts: 1,
             origin_client: Some("tab-a".into()),

@@ -1,10 +1,8 @@
 //! Events the application publishes itself: the `X-Sync-Event` response header and `POST /publish`.
 
-use serde::Deserialize;
-use serde_json::Value;
-
-use super::{EmitContext, EventDraft};
+use super::{Data, EmitContext, EventDraft};
 use crate::ws::protocol::valid_channel;
+use serde::Deserialize;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -14,7 +12,7 @@ struct External {
     #[serde(rename = "type")]
     event_type: String,
     #[serde(default)]
-    data: Value,
+    data: Data,
     #[serde(default)]
     invalidate: Vec<Vec<String>>,
     resource: Option<String>,
@@ -66,6 +64,20 @@ mod tests {
         let d = parse(body, &EmitContext::default()).unwrap();
         assert_eq!(d.channels, ["user:7"]);
         assert_eq!(d.invalidate, vec![vec!["notifications".to_owned()]]);
+        assert_eq!(d.data, serde_json::json!({"t":1}));
+    }
+
+    #[test]
+    fn published_data_is_kept_on_one_line_and_null_is_no_data() {
+        let ctx = EmitContext::default();
+        let pretty = b"{\"channel\":\"a\",\"type\":\"x\",\"data\": {\n  \"t\": [1,\n 2]\n}}";
+        let d = parse(pretty, &ctx).unwrap();
+        assert_eq!(d.data.as_json(), r#"{"t":[1,2]}"#);
+        let d = parse(br#"{"channel":"a","type":"x","data":null}"#, &ctx).unwrap();
+        assert_eq!(d.data, Data::NULL);
+        assert_eq!(d.data.as_json(), "null");
+        let d = parse(br#"{"channel":"a","type":"x","data":"s"}"#, &ctx).unwrap();
+        assert_eq!(d.data.as_json(), r#""s""#);
     }
 
     #[test]

@@ -11,12 +11,11 @@ use std::sync::Arc;
 
 use http::Method;
 use regex::{Regex, RegexSet};
-use serde_json::Value;
 
-use super::body;
+use super::body::{self, Doc};
 use super::rest::{self, Action, RestTarget, dedup};
 use super::template::Vars;
-use super::{BodyPrefix, EmitContext, EventDraft};
+use super::{BodyPrefix, Data, EmitContext, EventDraft};
 use crate::config::{EventRule, EventsConfig};
 
 /// Compiled event rules; built once per config.
@@ -268,7 +267,7 @@ impl EventPlan {
 fn build_auto(
     target: &RestTarget,
     action: Action,
-    json: Option<&Value>,
+    json: Option<&Doc<'_>>,
     ctx: &EmitContext<'_>,
 ) -> EventDraft {
     let resource_id = match (&target.path_id, action) {
@@ -288,14 +287,18 @@ fn build_auto(
         invalidate: target.invalidate(resource_id.as_deref()),
         resource_id,
         action: Some(action.as_str().to_owned()),
-        data: Value::Null,
+        data: Data::NULL,
         actor: ctx.actor.map(str::to_owned),
         ts: ctx.ts,
         origin_client: ctx.origin_client.map(str::to_owned),
     }
 }
 
-fn build_rule(plan: &RulePlan, json: Option<&Value>, ctx: &EmitContext<'_>) -> Option<EventDraft> {
+fn build_rule(
+    plan: &RulePlan,
+    json: Option<&Doc<'_>>,
+    ctx: &EmitContext<'_>,
+) -> Option<EventDraft> {
     let rule = &plan.rule.rule;
     let vars = RuleVars {
         captures: &plan.captures,
@@ -343,7 +346,7 @@ fn build_rule(plan: &RulePlan, json: Option<&Value>, ctx: &EmitContext<'_>) -> O
 /// The rule's `id` pointer, else the `id` capture, else what the convention gives for the path (the
 /// path's id, or a POST's top-level body `id`). Later sources also stand in when an earlier one has no
 /// value, e.g. `id: /id` on a PUT answered 204: the path still names the item.
-fn rule_resource_id(plan: &RulePlan, json: Option<&Value>) -> Option<String> {
+fn rule_resource_id(plan: &RulePlan, json: Option<&Doc<'_>>) -> Option<String> {
     let rule = &plan.rule.rule;
     rule.id
         .as_deref()
@@ -362,7 +365,7 @@ fn rule_resource_id(plan: &RulePlan, json: Option<&Value>) -> Option<String> {
 /// Template variables for one rule event.
 struct RuleVars<'a> {
     captures: &'a [(String, String)],
-    body: Option<&'a Value>,
+    body: Option<&'a Doc<'a>>,
     user: Option<&'a str>,
 }
 

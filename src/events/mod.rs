@@ -14,6 +14,8 @@ pub mod template;
 
 pub use matcher::{EventMatcher, EventPlan};
 
+use serde_json::value::RawValue;
+
 /// An event before the broker has numbered it. One draft fans out to each of its `channels`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDraft {
@@ -24,12 +26,83 @@ pub struct EventDraft {
     /// `created` / `updated` / `deleted`, or `None` for published events.
     pub action: Option<String>,
     pub invalidate: Vec<Vec<String>>,
-    pub data: serde_json::Value,
+    pub data: Data,
     pub actor: Option<String>,
     /// Milliseconds since the epoch when the sidecar saw the upstream's answer.
     pub ts: u64,
     /// The `X-Sync-Client` of the request that caused it, for `exclude_origin: connection`.
     pub origin_client: Option<String>,
+}
+
+/// An event's `data`: compact JSON text, written into the envelope as it is.
+///
+/// Why text and not a `serde_json::Value`: `data` is copied from the API's answer or from a
+/// publisher and never looked into, so a tree would be built only to be printed again.
+#[derive(Debug, Clone, Default)]
+pub struct Data(Option<Box<str>>);
+
+impl Data {
+    /// `null`: no data.
+    pub const NULL: Data = Data(None);
+
+    pub fn from_value(value: &serde_json::Value) -> Data {
+        if value.is_null() {
+            return Data::NULL;
+        }
+        Data(
+            serde_json::to_string(value)
+                .ok()
+                .map(String::into_boxed_str),
+        )
+    }
+
+    /// From JSON text `body.rs` assembled out of validated values; it is kept only if it is on
+    /// one line (see `from_raw`).
+    fn from_json_text(text: String) -> Data {
+        if text.contains(['\n', '\r']) {
+            return serde_json::from_str::<serde_json::Value>(&text)
+                .map_or(Data::NULL, |v| Data::from_value(&v));
+        }
+        Data(Some(text.into_boxed_str()))
+    }
+
+    /// Keeps the text unless it spans lines: a line break (only ever whitespace between tokens,
+    /// as strings escape theirs) would end an SSE `data:` line early, so that JSON is reprinted
+    /// compact.
+    fn from_raw(raw: &RawValue) -> Data {
+        match raw.get() {
+            "null" => Data::NULL,
+            text => Data::from_json_text(text.to_owned()),
+        }
+    }
+
+    /// The JSON text (`null` for none).
+    pub fn as_json(&self) -> &str {
+        self.0.as_deref().unwrap_or("null")
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.as_json()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Data {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Data, D::Error> {
+        Box::<RawValue>::deserialize(d).map(|raw| Data::from_raw(&raw))
+    }
+}
+
+/// Equal when they are the same JSON, whatever the spacing or key order.
+impl PartialEq for Data {
+    fn eq(&self, other: &Data) -> bool {
+        self.to_value() == other.to_value()
+    }
+}
+
+impl PartialEq<serde_json::Value> for Data {
+    fn eq(&self, other: &serde_json::Value) -> bool {
+        self.to_value() == *other
+    }
 }
 
 /// The bounded copy of a response body the proxy kept while streaming it.

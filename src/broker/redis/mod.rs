@@ -239,8 +239,7 @@ impl Inner {
                 channel: Arc::from(channel.as_str()),
                 seq,
                 event_type: Arc::from(draft.event_type.as_str()),
-                frame: tokio_tungstenite::tungstenite::Utf8Bytes::try_from(frame)
-                    .unwrap_or_default(),
+                frame,
                 origin_client: draft.origin_client.as_deref().map(Arc::from),
                 actor: draft.actor.as_deref().map(Arc::from),
                 published_at: std::time::Instant::now(),

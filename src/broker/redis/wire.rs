@@ -135,6 +135,7 @@ pub fn frame_halves(draft: &EventDraft, channel: &str, id: &str) -> (Vec<u8>, Ve
     // Quotes inside JSON strings are escaped, so this text only matches the real `seq` key; the
     // envelope writes `type` and `channel` before it and `id` right after.
     const MARK: &[u8] = b",\"seq\":0,";
+    let frame = frame.as_bytes();
     match frame.windows(MARK.len()).position(|w| w == MARK) {
         Some(at) => {
             let cut = at + MARK.len() - 2; // just after `"seq":`
@@ -267,7 +268,7 @@ mod tests {
             resource_id: None,
             action: None,
             invalidate: vec![],
-            data: serde_json::Value::Null,
+            data: crate::events::Data::NULL,
             actor: Some("7".into()),
             ts: 1,
             origin_client: None,
