@@ -171,10 +171,9 @@ impl EventMatcher {
     /// paths, or when the convention is disabled. Explicit rules are not consulted: they describe
     /// mutations, and a read has no response-dependent template values to render them with.
     pub fn read_channels(&self, path: &str) -> Vec<String> {
-        let Some(target) = self.auto_target(path) else {
-            return Vec::new();
-        };
-        target.channels(target.path_id.as_deref())
+        self.auto_target_channels(path)
+            .map(|(_, channels)| channels)
+            .unwrap_or_default()
     }
 
     /// The lowest-index rule whose methods contain `method` and whose path matches.
@@ -222,6 +221,11 @@ impl EventMatcher {
 
     /// The path read by the convention, if the convention applies to it at all.
     fn auto_target(&self, path: &str) -> Option<RestTarget> {
+        self.auto_target_channels(path).map(|(target, _)| target)
+    }
+
+    /// The target and the channels a read of it watches (its collection, the item, ancestors).
+    fn auto_target_channels(&self, path: &str) -> Option<(RestTarget, Vec<String>)> {
         let excludes = self.auto.as_ref()?;
         // Cheap checks before the exclude regexes and before `parse` allocates.
         rest::below_prefix(&self.prefix, path)?;
@@ -231,11 +235,11 @@ impl EventMatcher {
         let target = RestTarget::parse(&self.prefix, path)?;
         // A segment with ',', '=' or spaces, or a very long one, would make a channel no client can
         // subscribe to and garble `X-Sync-Position`; such paths stay outside the convention.
-        target
-            .channels(target.path_id.as_deref())
+        let channels = target.channels(target.path_id.as_deref());
+        channels
             .iter()
             .all(|c| valid_channel(c))
-            .then_some(target)
+            .then_some((target, channels))
     }
 }
 

@@ -156,14 +156,17 @@ pub(super) fn singular(collection: &str) -> Cow<'_, str> {
 
 /// Removes repeats, keeping first occurrences: publishing twice to one channel would spend two `seq`s
 /// on one change (e.g. `/api/projects/1/projects` with a new id of 1).
-pub(super) fn dedup<T: PartialEq>(items: Vec<T>) -> Vec<T> {
-    let mut out: Vec<T> = Vec::with_capacity(items.len());
-    for item in items {
-        if !out.contains(&item) {
-            out.push(item);
+pub(super) fn dedup<T: PartialEq>(mut items: Vec<T>) -> Vec<T> {
+    // In place: the lists are a handful of items, and most have no duplicate at all.
+    let mut i = 1;
+    while i < items.len() {
+        if items[..i].contains(&items[i]) {
+            items.remove(i);
+        } else {
+            i += 1;
         }
     }
-    out
+    items
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Header hygiene between client and upstream: hop-by-hop headers stay on their hop, and the
 //! upstream learns who the real client was.
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -56,24 +57,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// Appends the peer (its IP, formatted once per connection) to `X-Forwarded-For` and fills
 /// `-Proto`/`-Host` unless a proxy in front did.
 pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!(
-            "{prev}, {}",
-            peer_ip.to_str().unwrap_or("unknown")
-        ))
-        .ok(),
-        _ => Some(peer_ip.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+    // One lookup per header through `entry`: each costs a hash of the name.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut prev) => {
+            let appended = match prev.get().to_str() {
+                Ok(list) if !list.trim().is_empty() => HeaderValue::from_str(&format!(
+                    "{list}, {}",
+                    peer_ip.to_str().unwrap_or("unknown")
+                ))
+                .ok(),
+                _ => Some(peer_ip.clone()),
+            };
+            if let Some(v) = appended {
+                prev.insert(v);
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(peer_ip.clone());
+        }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Some(host) = headers.get(header::HOST).cloned()
-    {
-        headers.insert(X_FORWARDED_HOST, host);
+    headers
+        .entry(X_FORWARDED_PROTO)
+        .or_insert(HeaderValue::from_static("http"));
+    if let Some(host) = headers.get(header::HOST).cloned() {
+        headers.entry(X_FORWARDED_HOST).or_insert(host);
     }
 }
 

@@ -239,14 +239,15 @@ impl Drop for Guard {
 
 /// `a=17,b=3`: the `X-Sync-Position` and SSE id format.
 pub fn format_positions(positions: &[(String, u64)]) -> String {
-    let mut out = String::new();
+    use std::fmt::Write;
+    let mut out = String::with_capacity(positions.iter().map(|(c, _)| c.len() + 8).sum());
     for (i, (channel, seq)) in positions.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(channel);
-        out.push('=');
-        out.push_str(&seq.to_string());
+        // Writing into a String cannot fail.
+        let _ = write!(out, "={seq}");
     }
     out
 }
