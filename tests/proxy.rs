@@ -270,6 +270,75 @@ async fn a_client_connection_survives_the_upstream_closing_its_connection() {
     );
 }
 
+/// An upstream that answers the first request on each connection and hangs up on the second
+/// after reading it: the request was sent, and the connection failed under it.
+async fn hangs_up_on_second_request_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                for answered in 0..2 {
+                    loop {
+                        let heads = got.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                        if heads > answered {
+                            break;
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    if answered == 1 {
+                        return; // read the second request, then hang up without an answer
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_whose_reused_upstream_connection_fails_is_sent_again_but_a_post_is_not() {
+    let h = Harness::start_with_upstream(hangs_up_on_second_request_upstream().await, "").await;
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(1)
+            .build_http();
+    // One client connection: the first request opens an upstream connection, the second reuses
+    // it and the upstream hangs up under it.
+    for i in 1..=4 {
+        let resp = client
+            .get(h.url("/api/items").parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "GET {i} is answered on a fresh connection"
+        );
+    }
+    // The POST is the second request on the last GET's upstream connection: it fails there,
+    // and a fresh connection (which would answer 200) is not tried.
+    let post = http::Request::post(h.url("/api/items"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from("{}")))
+        .unwrap();
+    assert_eq!(
+        client.request(post).await.unwrap().status(),
+        502,
+        "a POST the upstream may have acted on is not repeated"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_requests_each_reach_the_upstream_with_their_own_headers() {
     let h = Harness::start("").await;

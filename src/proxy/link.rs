@@ -10,7 +10,9 @@
 //! The upstream connection opens on the client connection's first forwarded request and closes
 //! with it, or earlier when the upstream ends it (its keep-alive timeout); the next request then
 //! opens a fresh one. A request the upstream never saw, because a reused connection was closed
-//! under it, is retried once on a fresh connection, as the pooled client does.
+//! under it, is retried once on a fresh connection, as the pooled client does; so is a bodiless
+//! GET, HEAD, OPTIONS, PUT or DELETE whose reused connection failed after it went out (the
+//! upstream's keep-alive ran out just then), as nginx does. A POST or PATCH never is.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +24,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::uri::Authority;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -102,14 +104,21 @@ impl Link {
             Some(sender) => (sender, true),
             None => (self.connect(cfg).await?, false),
         };
+        let again = if reused { replayable(&req) } else { None };
         let req = match sender.try_send_request(req).await {
             Ok(resp) => return Ok(self.keep(sender, &cfg.authority, resp)),
-            Err(mut e) => match e.take_message() {
-                Some(req) if reused => req,
+            Err(mut e) => match (e.take_message(), again) {
+                // The upstream closed the reused connection before reading this request.
+                (Some(req), _) if reused => req,
+                // It closed it as the request went out (its keep-alive ran out just then): a
+                // request that changes nothing and has no body is sent again, as nginx does.
+                (None, Some(again)) => {
+                    tracing::debug!(error = %e.into_error(), "reused upstream connection failed; sending again");
+                    again
+                }
                 _ => return Err(UpstreamError::Protocol(e.into_error().to_string())),
             },
         };
-        // The upstream closed the reused connection before reading this request.
         let mut sender = self.connect(cfg).await?;
         match sender.send_request(req).await {
             Ok(resp) => Ok(self.keep(sender, &cfg.authority, resp)),
@@ -180,6 +189,26 @@ impl Link {
         self.opened.any.store(true, Ordering::Release);
         Ok(sender)
     }
+}
+
+/// A copy of a bodiless request whose method is idempotent, to send again if a reused
+/// connection fails under it. POST, PATCH and LOCK are never repeated: the upstream may have
+/// acted on the first one.
+fn replayable(req: &Request<Body>) -> Option<Request<Body>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
 }
 
 impl Driver {
