@@ -226,6 +226,51 @@ async fn connections_over_the_limit_get_503() {
     }
 }
 
+/// Events meet a socket whose reader has stalled: the fan-out's direct writes fill it, frames
+/// are cut mid-way, the rest waits in the connection's queue. When the reader resumes it gets
+/// every event whole, once, in order, with the answer to its own request among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stalls_then_catches_up_gets_every_event_whole_and_in_order() {
+    let h = Harness::start("limits: { send_queue: 4096 }\n").await;
+    let (mut ws, _) = h.socket().await;
+    subscribe(&mut ws, "firehose", None).await;
+    const EVENTS: u64 = 300;
+    for i in 0..EVENTS {
+        // Sizes vary so frames are cut at every kind of offset, headers included.
+        let pad = char::from(b'a' + (i % 26) as u8)
+            .to_string()
+            .repeat(20_000 + (i as usize * 797) % 45_000);
+        publish(&h, "firehose", json!({"i": i, "pad": pad})).await;
+        if i == EVENTS / 2 {
+            ws.send(Message::Text(r#"{"op":"ping"}"#.into()))
+                .await
+                .unwrap();
+        }
+    }
+    let mut next = 1;
+    let mut pongs = 0;
+    while next <= EVENTS {
+        let msg = recv_json(&mut ws).await;
+        if msg == json!({"op":"pong"}) {
+            pongs += 1;
+            continue;
+        }
+        assert_eq!(msg["seq"], next, "events arrive once each, in order");
+        let i = next - 1;
+        let pad = msg["data"]["pad"].as_str().expect("a whole payload");
+        assert_eq!(msg["data"]["i"], i);
+        assert_eq!(pad.len(), 20_000 + (i as usize * 797) % 45_000);
+        assert!(pad.bytes().all(|b| b == b'a' + (i % 26) as u8));
+        next += 1;
+    }
+    if pongs == 0 {
+        assert_eq!(recv_json(&mut ws).await, json!({"op":"pong"}));
+        pongs = 1;
+    }
+    assert_eq!(pongs, 1);
+    assert_silent(&mut ws, Duration::from_millis(200)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_cut_off_with_1013_and_others_get_everything() {
     let h = Harness::start("limits: { send_queue: 8 }\n").await;

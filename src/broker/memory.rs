@@ -103,6 +103,7 @@ impl MemoryBroker {
             origin_client: draft.origin_client.as_deref().map(Arc::from),
             actor: draft.actor.as_deref().map(Arc::from),
             published_at: std::time::Instant::now(),
+            framed: Default::default(),
         });
         let now = Instant::now();
         if self.history.size > 0 {

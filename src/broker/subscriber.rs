@@ -11,6 +11,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::Event;
 use crate::config::ExcludeOrigin;
+use crate::ws::outlet::Outlet;
 
 pub type ConnId = u64;
 
@@ -31,6 +32,8 @@ struct Inner {
     tx: mpsc::Sender<Arc<Event>>,
     /// The event loop the connection lives on (`workers`), where offers to it are made.
     home: Option<usize>,
+    /// Where events may be written at once, skipping the queue (a WebSocket; see `ws::outlet`).
+    outlet: Option<Arc<Outlet>>,
     /// `LIVE`, or the `CutOff` it was sent away for (set once: the first reason wins).
     state: AtomicU8,
     cut_off: Notify,
@@ -87,6 +90,17 @@ impl Subscriber {
         exclude: ExcludeOrigin,
         queue: usize,
     ) -> (Subscriber, mpsc::Receiver<Arc<Event>>) {
+        Subscriber::with_outlet(client_id, user, exclude, queue, None)
+    }
+
+    /// A subscriber whose connection can also take events directly (`ws::outlet`).
+    pub fn with_outlet(
+        client_id: Arc<str>,
+        user: Option<Arc<str>>,
+        exclude: ExcludeOrigin,
+        queue: usize,
+        outlet: Option<Arc<Outlet>>,
+    ) -> (Subscriber, mpsc::Receiver<Arc<Event>>) {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let inner = Inner {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
@@ -95,6 +109,7 @@ impl Subscriber {
             exclude,
             tx,
             home: crate::workers::current_loop(),
+            outlet,
             state: AtomicU8::new(LIVE),
             cut_off: Notify::new(),
         };
@@ -140,6 +155,13 @@ impl Subscriber {
         if self.is_cut_off() {
             return Delivery::CutOff;
         }
+        match &self.inner.outlet {
+            Some(outlet) => outlet.offer(event, || self.enqueue(event)),
+            None => self.enqueue(event),
+        }
+    }
+
+    fn enqueue(&self, event: &Arc<Event>) -> Delivery {
         match self.inner.tx.try_send(Arc::clone(event)) {
             Ok(()) => Delivery::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -4,7 +4,6 @@
 //! Generic over any `Sink`/`Stream` of tungstenite messages so it can be driven by channels in tests.
 //! Writes are bounded by a timeout: a peer that stops reading is cut off, never waited on forever.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::outlet::Outlet;
 use super::protocol::{self, ClientOp, ErrorCode, ProtocolError, ServerMsg};
 use super::{access, rooms};
 use crate::auth::Credentials;
@@ -54,23 +54,26 @@ struct Conn<'a, S> {
     shared_owned: Arc<Shared>,
     sub: Subscriber,
     session: Session,
-    /// Subscribed channels and the last `seq` delivered on each (drops replay/live overlap).
-    subs: HashMap<String, u64>,
+    /// The write side shared with the fan-out; holds the subscribed channels and the last `seq`
+    /// delivered on each (drops replay/live overlap).
+    outlet: Arc<Outlet>,
     max_subscriptions: usize,
     settings: Arc<Settings>,
 }
 
-pub async fn serve<S>(ws: S, shared: Arc<Shared>, session: Session)
+/// `outlet` is the socket's (`ws::outlet`), or one without a socket, which never writes directly.
+pub async fn serve<S>(ws: S, shared: Arc<Shared>, session: Session, outlet: Arc<Outlet>)
 where
     S: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin,
 {
     let settings = shared.settings();
     let cfg = &settings.config;
-    let (sub, mut queue) = Subscriber::new(
+    let (sub, mut queue) = Subscriber::with_outlet(
         Arc::clone(&session.client_id),
         session.user.clone(),
         cfg.events.exclude_origin,
         cfg.limits.send_queue,
+        Some(Arc::clone(&outlet)),
     );
     let ping_every = cfg.websocket.ping_interval;
     let mut conn = Conn {
@@ -79,13 +82,14 @@ where
         shared_owned: Arc::clone(&shared),
         sub,
         session,
-        subs: HashMap::new(),
+        outlet,
         max_subscriptions: cfg.limits.max_subscriptions,
         settings: Arc::clone(&settings),
     };
     drop(settings);
     shared.metrics.ws_opened();
     let end = conn.run(&mut queue, ping_every).await;
+    conn.outlet.hold();
     let close = match end {
         End::Quiet => None,
         End::Close(code, reason) => Some((code, Utf8Bytes::from_static(reason))),
@@ -99,7 +103,11 @@ where
         )
         .await;
     }
-    for channel in conn.subs.keys() {
+    conn.outlet.shut();
+    let channels: Vec<String> = conn
+        .outlet
+        .subs(|subs| subs.drain().map(|(c, _)| c).collect());
+    for channel in &channels {
         shared.broker.unsubscribe(channel, conn.sub.id());
         if let Some(room) = channel.strip_prefix(access::ROOM_PREFIX) {
             shared.rooms.leave(room, conn.sub.id());
@@ -151,7 +159,11 @@ where
         let cut_off = sub.cut_off_signal();
         let shutting_down = shutdown.changed();
         tokio::pin!(cut_off, shutting_down);
+        let outlet = Arc::clone(&self.outlet);
         loop {
+            // While this task waits with nothing queued, the fan-out writes events itself; every
+            // branch holds it off again before this task writes anything.
+            outlet.open(|| queue.is_empty());
             tokio::select! {
                 biased;
                 _ = &mut shutting_down => return End::Close(CloseCode::Away, "server shutting down"),
@@ -160,12 +172,20 @@ where
                     self.shared.metrics.ws_dropped(why.label());
                     return End::Close(CloseCode::Again, why.close_reason());
                 }
+                drained = std::future::poll_fn(|cx| outlet.poll_drained(cx)) => {
+                    outlet.hold();
+                    if drained.is_err() {
+                        return End::Quiet;
+                    }
+                }
                 Some(event) = queue.recv() => {
+                    outlet.hold();
                     if let Err(end) = self.deliver_batch(event, queue).await {
                         return end;
                     }
                 }
                 frame = self.ws.next() => {
+                    outlet.hold();
                     last_heard = Instant::now();
                     match frame {
                         None | Some(Ok(Message::Close(_))) => return End::Quiet,
@@ -189,6 +209,7 @@ where
                     }
                 }
                 _ = ping.tick() => {
+                    outlet.hold();
                     if last_heard.elapsed() > ping_every * 2 + Duration::from_secs(1) {
                         self.shared.metrics.ws_dropped("ping_timeout");
                         return End::Close(CloseCode::Away, "ping timeout");
@@ -237,7 +258,10 @@ where
             let err = ProtocolError::new(ErrorCode::Forbidden, refused, Some("subscribe"));
             return self.send_error(&err).await;
         }
-        if !self.subs.contains_key(&channel) && self.subs.len() >= self.max_subscriptions {
+        let at_limit = self
+            .outlet
+            .subs(|subs| !subs.contains_key(&channel) && subs.len() >= self.max_subscriptions);
+        if at_limit {
             let err = ProtocolError::new(
                 ErrorCode::TooMany,
                 format!(
@@ -266,7 +290,7 @@ where
             (Resume::Recovered, Some(since)) => since,
             _ => outcome.seq,
         };
-        self.subs.insert(channel.clone(), last);
+        self.outlet.subs(|subs| subs.insert(channel.clone(), last));
         let msg = ServerMsg::Subscribed {
             channel: &channel,
             seq: outcome.seq,
@@ -333,7 +357,7 @@ where
     }
 
     async fn unsubscribe(&mut self, channel: String) -> Result<(), End> {
-        if self.subs.remove(&channel).is_none() {
+        if self.outlet.subs(|subs| subs.remove(&channel)).is_none() {
             let err = ProtocolError::new(
                 ErrorCode::NotFound,
                 format!("not subscribed to {channel:?}"),
@@ -398,18 +422,20 @@ where
     }
 
     async fn feed_event(&mut self, event: &Arc<Event>) -> Result<(), End> {
-        let Some(last) = self.subs.get_mut(&*event.channel) else {
-            return Ok(()); // unsubscribed while it was queued
-        };
         // seq 0: room presence and broadcasts, relayed once and never replayed, so never deduped.
-        if event.seq != 0 {
-            if event.seq <= *last {
-                return Ok(());
-            }
-            *last = event.seq;
-            if self.sub.excludes(event) {
-                return Ok(());
-            }
+        let fresh = self
+            .outlet
+            .subs(|subs| match subs.get_mut(&*event.channel) {
+                None => false, // unsubscribed while it was queued
+                Some(_) if event.seq == 0 => true,
+                Some(last) if event.seq <= *last => false,
+                Some(last) => {
+                    *last = event.seq;
+                    true
+                }
+            });
+        if !fresh || (event.seq != 0 && self.sub.excludes(event)) {
+            return Ok(());
         }
         timed(
             self.shared,

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::access;
 use super::connection::{self, Session};
+use super::outlet::{Outlet, OutletIo};
 use crate::body::{Body, empty, json_error};
 use crate::config::OriginPolicy;
 use crate::state::Shared;
@@ -142,11 +144,34 @@ pub async fn accept(
     tokio::spawn(async move {
         let _slot = slot;
         match on_upgrade.await {
-            Ok(upgraded) => {
-                let io = TokioIo::new(upgraded);
-                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
-                connection::serve(ws, shared, session).await;
-            }
+            // The server's own socket type: the outlet can then write to it directly.
+            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => {
+                    // Copied out, so hyper's whole read buffer, which `read_buf` is a slice of,
+                    // is not kept for the life of the socket.
+                    let early = parts.read_buf.to_vec();
+                    drop(parts.read_buf);
+                    let stream = Arc::new(parts.io.into_inner());
+                    let metrics = Arc::clone(&shared.metrics);
+                    let outlet = Arc::new(Outlet::new(Some(Arc::clone(&stream)), metrics));
+                    let io = OutletIo::new(stream, Arc::clone(&outlet));
+                    let ws = WebSocketStream::from_partially_read(
+                        io,
+                        early,
+                        Role::Server,
+                        Some(ws_config),
+                    )
+                    .await;
+                    connection::serve(ws, shared, session, outlet).await;
+                }
+                Err(upgraded) => {
+                    let outlet = Arc::new(Outlet::new(None, Arc::clone(&shared.metrics)));
+                    let io = TokioIo::new(upgraded);
+                    let ws =
+                        WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
+                    connection::serve(ws, shared, session, outlet).await;
+                }
+            },
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
     });

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod connection;
 pub mod handshake;
+pub mod outlet;
 pub mod protocol;
 pub mod rooms;
 pub mod sse;

@@ -107,6 +107,7 @@ fn relay(members: &[Member], room: &str, except: Option<ConnId>, frame: &Value) 
         origin_client: None,
         actor: None,
         published_at: std::time::Instant::now(),
+        framed: Default::default(),
     });
     let mut fan = crate::broker::FanOut::new();
     for m in members.iter().filter(|m| Some(m.conn) != except) {

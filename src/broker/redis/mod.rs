@@ -243,6 +243,7 @@ impl Inner {
                 origin_client: draft.origin_client.as_deref().map(Arc::from),
                 actor: draft.actor.as_deref().map(Arc::from),
                 published_at: std::time::Instant::now(),
+                framed: Default::default(),
             });
             st.offer(&event);
             st.diverged = Some(seq);

@@ -162,6 +162,7 @@ pub fn event(channel: &str, seq: u64, at_ms: u64, meta: &[u8], frame: &[u8]) -> 
         origin_client: meta.origin.as_deref().map(Arc::from),
         actor: meta.actor.as_deref().map(Arc::from),
         published_at,
+        framed: Default::default(),
     })
 }
 
