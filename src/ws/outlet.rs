@@ -75,17 +75,21 @@ impl Outlet {
     /// outlet is never overtaken by a later one written directly.
     pub fn offer(&self, event: &Event, enqueue: impl FnOnce() -> Delivery) -> Delivery {
         let mut st = self.lock();
-        if !st.open || !st.pending.is_empty() {
-            return enqueue();
-        }
-        let Some(stream) = st.stream.clone() else {
+        let State {
+            stream,
+            open,
+            pending,
+            waker,
+            subs,
+        } = &mut *st;
+        let Some(stream) = stream.as_deref().filter(|_| *open && pending.is_empty()) else {
             return enqueue();
         };
-        let Some(&last) = st.subs.get(&*event.channel) else {
+        let Some(last) = subs.get_mut(&*event.channel) else {
             return Delivery::Queued; // unsubscribed: nothing to deliver
         };
         // seq 0: room presence and broadcasts, never replayed, so never deduplicated.
-        if event.seq != 0 && event.seq <= last {
+        if event.seq != 0 && event.seq <= *last {
             return Delivery::Queued;
         }
         let frame = event.ws_frame();
@@ -94,15 +98,13 @@ impl Outlet {
             // Full, or broken: the task finds out which when it writes the queued event.
             Err(_) => return enqueue(),
         };
-        if event.seq != 0
-            && let Some(last) = st.subs.get_mut(&*event.channel)
-        {
+        if event.seq != 0 {
             *last = event.seq;
         }
         if written < frame.len() {
-            st.pending.extend_from_slice(&frame[written..]);
-            st.open = false;
-            if let Some(waker) = st.waker.take() {
+            pending.extend_from_slice(&frame[written..]);
+            *open = false;
+            if let Some(waker) = waker.take() {
                 waker.wake();
             }
         }
