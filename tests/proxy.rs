@@ -207,6 +207,16 @@ async fn our_socket_path_without_upgrade_is_426() {
     assert_eq!(r.json()["error"], "upgrade_required");
 }
 
+/// A client that keeps (at most) one connection open and sends its requests over it in turn.
+fn one_connection_client() -> hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Full<bytes::Bytes>,
+> {
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build_http()
+}
+
 /// An upstream that answers one request per connection and then hangs up without saying so (as
 /// an idle keep-alive timeout does), counting the connections it accepted.
 async fn one_shot_upstream() -> (
@@ -249,10 +259,7 @@ async fn a_client_connection_survives_the_upstream_closing_its_connection() {
     let h = Harness::start_with_upstream(upstream, "").await;
     // One client connection, several requests: each finds its upstream connection closed (just
     // now, or a moment ago) and must be answered on a fresh one, never with a 502.
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build_http();
+    let client = one_connection_client();
     for i in 1..=5 {
         let resp = client
             .get(h.url("/api/items").parse().unwrap())
@@ -309,10 +316,7 @@ async fn hangs_up_on_second_request_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_reused_upstream_connection_fails_is_sent_again_but_a_post_is_not() {
     let h = Harness::start_with_upstream(hangs_up_on_second_request_upstream().await, "").await;
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build_http();
+    let client = one_connection_client();
     // One client connection: the first request opens an upstream connection, the second reuses
     // it and the upstream hangs up under it.
     for i in 1..=4 {

@@ -10,6 +10,7 @@
 //! as the API wrote them: `data` carries the API's own JSON text, and a number keeps its spelling
 //! (`1.50` stays `1.50` in an id or a template).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -37,8 +38,17 @@ pub(super) fn parse(body: BodyPrefix<'_>) -> Option<Doc<'_>> {
     }
     let text = std::str::from_utf8(body.bytes).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let top = de.deserialize_any(TopLevel).ok()?;
-    de.end().ok()?;
+    let top = match de
+        .deserialize_map(TopLevel)
+        .and_then(|top| de.end().map(|()| top))
+    {
+        Ok(members) => Some(members),
+        // Not an object (or not JSON at all): validated whole, read from its text.
+        Err(_) => {
+            serde_json::from_str::<&RawValue>(text).ok()?;
+            None
+        }
+    };
     Some(Doc { text, top })
 }
 
@@ -128,22 +138,19 @@ pub(super) fn id_at_pointer(body: Option<&Doc<'_>>, pointer: &str) -> Option<Str
     if pointer.is_empty() {
         return id_text(Json(body.text));
     }
-    let unescape = |token: &str| -> String { token.replace("~1", "/").replace("~0", "~") };
-    let mut tokens = pointer.strip_prefix('/')?.split('/');
+    let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
     let first = tokens.next()?;
-    let mut at = if first.contains('~') {
-        body.get(&unescape(first))?
-    } else {
-        body.get(first)?
-    };
-    for token in tokens {
-        at = if token.contains('~') {
-            at.child(&unescape(token))?
-        } else {
-            at.child(token)?
-        };
-    }
+    let at = tokens.try_fold(body.get(&first)?, |at, token| at.child(&token))?;
     id_text(at)
+}
+
+/// A JSON pointer token as a key (RFC 6901: `~1` is `/`, `~0` is `~`).
+fn unescape(token: &str) -> Cow<'_, str> {
+    if token.contains('~') {
+        Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(token)
+    }
 }
 
 /// A rule's `data`: the listed top-level fields copied into an object, absent ones omitted. `null`
@@ -260,14 +267,14 @@ impl<'de> Visitor<'de> for Child<'_> {
     }
 }
 
-/// Reads a whole document, keeping the top-level members of an object and skipping the rest.
+/// Reads an object, keeping its top-level members and skipping what is inside them.
 struct TopLevel;
 
 impl<'de> Visitor<'de> for TopLevel {
-    type Value = Option<Vec<(Key<'de>, &'de RawValue)>>;
+    type Value = Vec<(Key<'de>, &'de RawValue)>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON document")
+        f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
@@ -275,36 +282,7 @@ impl<'de> Visitor<'de> for TopLevel {
         while let Some(key) = map.next_key::<Key<'de>>()? {
             members.push((key, map.next_value::<&'de RawValue>()?));
         }
-        Ok(Some(members))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(members)
     }
 }
 

@@ -69,19 +69,10 @@ fn optional(out: &mut String, s: Option<&str>) {
     }
 }
 
-fn number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits are always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+fn number(out: &mut String, n: u64) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 #[cfg(test)]

@@ -39,6 +39,17 @@ pub struct Session {
     pub room: Option<String>,
 }
 
+/// What woke the socket's loop.
+enum Woke {
+    Shutdown,
+    CutOff,
+    /// The outlet's pending bytes went out (or could not).
+    Drained(std::io::Result<()>),
+    Event(Arc<Event>),
+    Frame(Option<Result<Message, WsError>>),
+    Ping,
+}
+
 /// Why the loop ended, and the close frame to send if any.
 enum End {
     Quiet,
@@ -89,7 +100,6 @@ where
     drop(settings);
     shared.metrics.ws_opened();
     let end = conn.run(&mut queue, ping_every).await;
-    conn.outlet.hold();
     let close = match end {
         End::Quiet => None,
         End::Close(code, reason) => Some((code, Utf8Bytes::from_static(reason))),
@@ -161,31 +171,34 @@ where
         tokio::pin!(cut_off, shutting_down);
         let outlet = Arc::clone(&self.outlet);
         loop {
-            // While this task waits with nothing queued, the fan-out writes events itself; every
-            // branch holds it off again before this task writes anything.
+            // While this task waits with nothing queued, the fan-out writes events itself; once
+            // woken, it holds the fan-out off before it writes anything.
             outlet.open(|| queue.is_empty());
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
-                _ = &mut shutting_down => return End::Close(CloseCode::Away, "server shutting down"),
-                _ = &mut cut_off => {
+                _ = &mut shutting_down => Woke::Shutdown,
+                _ = &mut cut_off => Woke::CutOff,
+                drained = std::future::poll_fn(|cx| outlet.poll_drained(cx)) => Woke::Drained(drained),
+                Some(event) = queue.recv() => Woke::Event(event),
+                frame = self.ws.next() => Woke::Frame(frame),
+                _ = ping.tick() => Woke::Ping,
+            };
+            outlet.hold();
+            match woke {
+                Woke::Shutdown => return End::Close(CloseCode::Away, "server shutting down"),
+                Woke::CutOff => {
                     let why = sub.cut_off_reason();
                     self.shared.metrics.ws_dropped(why.label());
                     return End::Close(CloseCode::Again, why.close_reason());
                 }
-                drained = std::future::poll_fn(|cx| outlet.poll_drained(cx)) => {
-                    outlet.hold();
-                    if drained.is_err() {
-                        return End::Quiet;
-                    }
-                }
-                Some(event) = queue.recv() => {
-                    outlet.hold();
+                Woke::Drained(Ok(())) => {}
+                Woke::Drained(Err(_)) => return End::Quiet,
+                Woke::Event(event) => {
                     if let Err(end) = self.deliver_batch(event, queue).await {
                         return end;
                     }
                 }
-                frame = self.ws.next() => {
-                    outlet.hold();
+                Woke::Frame(frame) => {
                     last_heard = Instant::now();
                     match frame {
                         None | Some(Ok(Message::Close(_))) => return End::Quiet,
@@ -195,7 +208,11 @@ where
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            let err = ProtocolError::new(ErrorCode::BadRequest, "binary frames are not supported; send JSON text", None);
+                            let err = ProtocolError::new(
+                                ErrorCode::BadRequest,
+                                "binary frames are not supported; send JSON text",
+                                None,
+                            );
                             if let Err(end) = self.send_error(&err).await {
                                 return end;
                             }
@@ -208,8 +225,7 @@ where
                         Some(Err(_)) => return End::Quiet,
                     }
                 }
-                _ = ping.tick() => {
-                    outlet.hold();
+                Woke::Ping => {
                     if last_heard.elapsed() > ping_every * 2 + Duration::from_secs(1) {
                         self.shared.metrics.ws_dropped("ping_timeout");
                         return End::Close(CloseCode::Away, "ping timeout");
@@ -422,18 +438,7 @@ where
     }
 
     async fn feed_event(&mut self, event: &Arc<Event>) -> Result<(), End> {
-        // seq 0: room presence and broadcasts, relayed once and never replayed, so never deduped.
-        let fresh = self
-            .outlet
-            .subs(|subs| match subs.get_mut(&*event.channel) {
-                None => false, // unsubscribed while it was queued
-                Some(_) if event.seq == 0 => true,
-                Some(last) if event.seq <= *last => false,
-                Some(last) => {
-                    *last = event.seq;
-                    true
-                }
-            });
+        let fresh = self.outlet.take_fresh(event);
         if !fresh || (event.seq != 0 && self.sub.excludes(event)) {
             return Ok(());
         }

@@ -88,8 +88,7 @@ impl Outlet {
         let Some(last) = subs.get_mut(&*event.channel) else {
             return Delivery::Queued; // unsubscribed: nothing to deliver
         };
-        // seq 0: room presence and broadcasts, never replayed, so never deduplicated.
-        if event.seq != 0 && event.seq <= *last {
+        if !fresh(*last, event.seq) {
             return Delivery::Queued;
         }
         let frame = event.ws_frame();
@@ -149,10 +148,32 @@ impl Outlet {
         drain(&stream, &mut st.pending, cx)
     }
 
+    /// Whether the task should write `event` (subscribed, not delivered yet), marking it
+    /// delivered if so.
+    pub fn take_fresh(&self, event: &Event) -> bool {
+        let mut st = self.lock();
+        let Some(last) = st.subs.get_mut(&*event.channel) else {
+            return false; // unsubscribed while it was queued
+        };
+        if !fresh(*last, event.seq) {
+            return false;
+        }
+        if event.seq != 0 {
+            *last = event.seq;
+        }
+        true
+    }
+
     /// Runs `f` on the subscriptions map (subscribe, unsubscribe, dedup on the task's path).
     pub fn subs<R>(&self, f: impl FnOnce(&mut HashMap<String, u64>) -> R) -> R {
         f(&mut self.lock().subs)
     }
+}
+
+/// Whether an event numbered `seq` is new to a channel whose last delivered is `last`. Room
+/// presence and broadcasts (seq 0) are relayed once and never replayed, so never deduplicated.
+fn fresh(last: u64, seq: u64) -> bool {
+    seq == 0 || seq > last
 }
 
 /// Writes `pending` out until it is empty (ready) or the socket is full (pending, woken when
