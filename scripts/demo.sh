@@ -108,7 +108,7 @@ done
 cat <<EOF
 
   Open http://127.0.0.1:${PUBLIC_PORT}/ in two browser windows (sign in as Alice in one, Bob in the other)
-  Watch the events: target/release/syncgate tail --url http://127.0.0.1:${PUBLIC_PORT} projects
+  Watch the events: target/release/syncgate tail --url http://127.0.0.1:${PUBLIC_PORT} --token alice-token projects
 
   Ctrl-C stops both processes.
 EOF
