@@ -72,7 +72,8 @@ async fn readyz_is_ok_when_upstream_answers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_reports_upstream_down() {
-    let h = Harness::start_with_upstream(dead_addr().await, "").await;
+    let dead = dead_upstream();
+    let h = Harness::start_with_upstream(dead.addr, "").await;
     // Readiness starts pessimistic, so a single 503 proves little: it must stay 503 while the
     // probe (run at start) keeps failing to connect.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -165,7 +166,8 @@ async fn metrics_expose_every_spec_name() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_errors_are_counted() {
-    let h = Harness::start_with_upstream(dead_addr().await, "").await;
+    let dead = dead_upstream();
+    let h = Harness::start_with_upstream(dead.addr, "").await;
     let r = get(&h.url("/api/projects")).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.json()["error"], "upstream_unavailable");

@@ -127,7 +127,8 @@ async fn default_rule_marks_api_responses_no_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_upstream_is_502_json() {
-    let h = Harness::start_with_upstream(dead_addr().await, "").await;
+    let dead = dead_upstream();
+    let h = Harness::start_with_upstream(dead.addr, "").await;
     let r = get(&h.url("/api/projects")).await;
     assert_eq!(r.status, 502);
     assert_eq!(r.headers["content-type"], "application/json");
@@ -208,13 +209,63 @@ async fn our_socket_path_without_upgrade_is_426() {
 }
 
 /// A client that keeps (at most) one connection open and sends its requests over it in turn.
-fn one_connection_client() -> hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    http_body_util::Full<bytes::Bytes>,
-> {
-    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_max_idle_per_host(1)
-        .build_http()
+/// One client connection to the sidecar, written by hand so that every request goes over it (a
+/// pooled client may open another connection whenever the last one is not back in its pool yet,
+/// and the tests below are about what one connection sees).
+struct OneConnection {
+    stream: tokio::net::TcpStream,
+    got: Vec<u8>,
+}
+
+impl OneConnection {
+    async fn open(h: &Harness) -> Self {
+        let stream = tokio::net::TcpStream::connect(h.sidecar.public_addr)
+            .await
+            .unwrap();
+        OneConnection {
+            stream,
+            got: Vec::new(),
+        }
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) with `body` (none if
+    /// empty), and reads
+    /// one answer, which must carry a Content-Length: its status and body.
+    async fn exchange(&mut self, head: &str, body: &str) -> (u16, Vec<u8>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request = if body.is_empty() {
+            format!("{head}\r\n\r\n")
+        } else {
+            format!("{head}\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        };
+        self.stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(at) = self.got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.got[..at]).into_owned();
+                let status: u16 = head[9..12].parse().expect("status code");
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .expect("the answer has a Content-Length");
+                if self.got.len() >= at + 4 + len {
+                    let body = self.got[at + 4..at + 4 + len].to_vec();
+                    self.got.drain(..at + 4 + len);
+                    return (status, body);
+                }
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.stream.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "the sidecar closed the connection before answering");
+            self.got.extend_from_slice(&buf[..n]);
+        }
+    }
 }
 
 /// An upstream that answers one request per connection and then hangs up without saying so (as
@@ -259,13 +310,12 @@ async fn a_client_connection_survives_the_upstream_closing_its_connection() {
     let h = Harness::start_with_upstream(upstream, "").await;
     // One client connection, several requests: each finds its upstream connection closed (just
     // now, or a moment ago) and must be answered on a fresh one, never with a 502.
-    let client = one_connection_client();
+    let mut conn = OneConnection::open(&h).await;
     for i in 1..=5 {
-        let resp = client
-            .get(h.url("/api/items").parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "request {i}");
+        let (status, _) = conn
+            .exchange("GET /api/items HTTP/1.1\r\nHost: app.test", "")
+            .await;
+        assert_eq!(status, 200, "request {i}");
         if i % 2 == 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -316,29 +366,25 @@ async fn hangs_up_on_second_request_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_get_whose_reused_upstream_connection_fails_is_sent_again_but_a_post_is_not() {
     let h = Harness::start_with_upstream(hangs_up_on_second_request_upstream().await, "").await;
-    let client = one_connection_client();
+    let mut conn = OneConnection::open(&h).await;
     // One client connection: the first request opens an upstream connection, the second reuses
     // it and the upstream hangs up under it.
     for i in 1..=4 {
-        let resp = client
-            .get(h.url("/api/items").parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(
-            resp.status(),
-            200,
-            "GET {i} is answered on a fresh connection"
-        );
+        let (status, _) = conn
+            .exchange("GET /api/items HTTP/1.1\r\nHost: app.test", "")
+            .await;
+        assert_eq!(status, 200, "GET {i} is answered on a fresh connection");
     }
     // The POST is the second request on the last GET's upstream connection: it fails there,
     // and a fresh connection (which would answer 200) is not tried.
-    let post = http::Request::post(h.url("/api/items"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from("{}")))
-        .unwrap();
+    let (status, _) = conn
+        .exchange(
+            "POST /api/items HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/json",
+            "{}",
+        )
+        .await;
     assert_eq!(
-        client.request(post).await.unwrap().status(),
-        502,
+        status, 502,
         "a POST the upstream may have acted on is not repeated"
     );
 }
@@ -348,39 +394,15 @@ async fn keep_alive_requests_each_reach_the_upstream_with_their_own_headers() {
     let h = Harness::start("").await;
     // Raw keep-alive requests on one socket (so on one upstream connection): each arrives with the
     // client's Host and names the client once in X-Forwarded-For.
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(h.sidecar.public_addr)
-        .await
-        .unwrap();
+    let mut conn = OneConnection::open(&h).await;
     for _ in 0..3 {
-        s.write_all(b"GET /api/headers HTTP/1.1\r\nHost: app.test\r\n\r\n")
-            .await
-            .unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = s.read(&mut buf).await.unwrap();
-            assert!(n > 0, "connection closed early");
-            got.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&got);
-            if let Some(at) = text.find("\r\n\r\n") {
-                let len: usize = text[..at]
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase()
-                            .strip_prefix("content-length:")
-                            .map(|v| v.trim().parse().unwrap())
-                    })
-                    .expect("content-length");
-                if got.len() >= at + 4 + len {
-                    let body: serde_json::Value =
-                        serde_json::from_slice(&got[at + 4..at + 4 + len]).unwrap();
-                    assert_eq!(body["x-forwarded-for"], "127.0.0.1");
-                    assert_eq!(body["host"], "app.test");
-                    break;
-                }
-            }
-        }
+        let (status, body) = conn
+            .exchange("GET /api/headers HTTP/1.1\r\nHost: app.test", "")
+            .await;
+        assert_eq!(status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(body["host"], "app.test");
     }
 }
 

@@ -252,9 +252,21 @@ pub async fn start_upstream_with_state() -> (SocketAddr, Arc<ApiState>) {
 }
 
 /// An address nothing listens on (bound, then released).
-pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
+/// An address where nothing listens, and nothing will while this lives: the port stays bound
+/// (without listening, so connections are refused). A port merely bound and released could be
+/// handed to another test's listener running in parallel, which would then answer.
+pub struct DeadUpstream {
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+pub fn dead_upstream() -> DeadUpstream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    DeadUpstream {
+        addr: socket.local_addr().unwrap(),
+        _bound: socket,
+    }
 }
 
 pub struct Harness {
