@@ -109,10 +109,16 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct ports that were free a moment ago (all are held until all are chosen, so none
+/// repeats). Another process may still take one before it is used: starters retry on that.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local_addr").port())
 }
 
 /// A `redis-server` of this test's own, without persistence, killed on drop.
@@ -123,8 +129,20 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub fn start() -> PrivateRedis {
-        let port = free_port();
-        let mut redis = PrivateRedis { port, child: None };
+        const ATTEMPTS: usize = 5;
+        for _ in 1..ATTEMPTS {
+            let mut redis = PrivateRedis {
+                port: free_port(),
+                child: None,
+            };
+            if redis.try_start() {
+                return redis;
+            }
+        }
+        let mut redis = PrivateRedis {
+            port: free_port(),
+            child: None,
+        };
         redis.restart();
         redis
     }
@@ -135,19 +153,42 @@ impl PrivateRedis {
 
     /// Starts (again) on the same port, empty: what a Redis without persistence looks like.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
+        assert!(
+            self.try_start(),
+            "redis-server could not listen on port {} (taken by another process)",
+            self.port
+        );
+    }
+
+    /// Starts redis-server on `self.port`; false if it exited at once (the port was taken).
+    fn try_start(&mut self) -> bool {
+        let mut child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server is installed (scripts/test-all.sh installs it)");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        // Whatever answers must be this redis-server: another test's may hold the port.
+        loop {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            match redis_pid(self.port) {
+                Some(pid) if pid == child.id() => break,
+                Some(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return false;
+                }
+                None => {}
+            }
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
+        true
     }
 
     pub fn kill(&mut self) {
@@ -155,6 +196,30 @@ impl PrivateRedis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The process id of the Redis answering on `port`, from `INFO server`.
+fn redis_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got);
+        if let Some(at) = text.find("process_id:") {
+            let rest = &text[at + "process_id:".len()..];
+            if let Some(end) = rest.find("\r\n") {
+                return rest[..end].parse().ok();
+            }
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
     }
 }
 
@@ -182,7 +247,43 @@ impl Replica {
         upstream: std::net::SocketAddr,
         extra_yaml: &str,
     ) -> Replica {
-        let (public, admin) = (free_port(), free_port());
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let [public, admin] = free_ports::<2>();
+            let mut replica = Replica::spawn(name, public, admin, upstream, extra_yaml);
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(Ok(Some(exit))) = replica.child.as_mut().map(Child::try_wait) {
+                    let log = replica.log();
+                    if log.contains("cannot listen") && attempt < ATTEMPTS {
+                        break; // a port was taken in between: new ports, new process
+                    }
+                    panic!("{name} exited at start ({exit}):\n{log}");
+                }
+                // Ready, and listening itself (not some other process on a reused port).
+                if replica.log().contains("syncgate listening")
+                    && status(&replica.admin_url("/readyz")).await == Some(200)
+                {
+                    return replica;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name} not ready within 15 s:\n{}",
+                    replica.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        unreachable!("the last attempt panics or returns")
+    }
+
+    fn spawn(
+        name: &'static str,
+        public: u16,
+        admin: u16,
+        upstream: std::net::SocketAddr,
+        extra_yaml: &str,
+    ) -> Replica {
         let dir = std::env::temp_dir();
         let tag = format!("syncgate-redis-{}-{name}-{public}", std::process::id());
         let config = dir.join(format!("{tag}.yaml"));
@@ -201,24 +302,14 @@ impl Replica {
             .stderr(stderr)
             .spawn()
             .expect("start syncgate");
-        let replica = Replica {
+        Replica {
             name,
             child: Some(child),
             public,
             admin,
             config,
             log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while status(&replica.admin_url("/readyz")).await != Some(200) {
-            assert!(
-                Instant::now() < deadline,
-                "{name} not ready within 15 s:\n{}",
-                replica.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        replica
     }
 
     pub fn url(&self, path: &str) -> String {
