@@ -66,21 +66,39 @@ pub async fn serve<H, F>(
             }
         };
         let _ = stream.set_nodelay(true);
+        // The socket is registered with this loop's poller; taken out of it here and registered
+        // with the poller of the loop that serves it, or every readiness event would reach that
+        // loop through this one (an eventfd write and a second wake-up each time).
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::debug!(listener = name, %peer, error = %e, "accepted socket unusable");
+                continue;
+            }
+        };
         let handler = handler.clone();
-        let (link, driver) = link::pair();
-        let client = Arc::new(ClientConn {
-            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            link,
-        });
-        let service = service_fn(move |req| handler(req, Arc::clone(&client)));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
+        let builder = builder.clone();
         let mut conn_shutdown = shutdown.clone();
         let alive = alive_tx.clone();
         crate::workers::spawn_connection(async move {
             let _alive = alive;
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "cannot register the accepted socket");
+                    return;
+                }
+            };
+            let (link, driver) = link::pair();
+            let client = Arc::new(ClientConn {
+                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+                link,
+            });
+            let service = service_fn(move |req| handler(req, Arc::clone(&client)));
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             let served = async {
                 let mut conn = std::pin::pin!(conn);
                 tokio::select! {
