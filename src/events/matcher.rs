@@ -7,7 +7,8 @@
 //! or deliver them (proxy and broker do), and it never panics on any path or body.
 
 use crate::ws::protocol::valid_channel;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Method;
 use regex::{Regex, RegexSet};
@@ -28,7 +29,23 @@ pub struct EventMatcher {
     /// `events.auto.prefix` without a trailing slash. Also used to name the resource of rule events,
     /// so it is kept even when the automatic convention is off.
     prefix: String,
+    /// The channels of paths read lately (see `read_channels`).
+    reads: ReadMemory,
 }
+
+/// Channels by path, shared by every loop; a copy starts empty.
+#[derive(Debug, Default)]
+struct ReadMemory(Mutex<HashMap<Box<str>, Arc<[String]>>>);
+
+impl Clone for ReadMemory {
+    fn clone(&self) -> Self {
+        ReadMemory::default()
+    }
+}
+
+/// Paths whose read channels are remembered; past this the memory starts over, so paths with
+/// ids in them (one entry per item read) cannot grow it without bound.
+const REMEMBERED_READS: usize = 4096;
 
 /// What one request will emit if its answer is 2xx; decided before the request is forwarded.
 #[derive(Debug, Clone)]
@@ -149,6 +166,7 @@ impl EventMatcher {
             rule_paths,
             auto,
             prefix: cfg.auto.prefix.trim_end_matches('/').to_owned(),
+            reads: ReadMemory::default(),
         }
     }
 
@@ -170,10 +188,31 @@ impl EventMatcher {
     /// channel (and its ancestors'), an item also from its own. Empty outside the prefix, on excluded
     /// paths, or when the convention is disabled. Explicit rules are not consulted: they describe
     /// mutations, and a read has no response-dependent template values to render them with.
-    pub fn read_channels(&self, path: &str) -> Vec<String> {
-        self.auto_target_channels(path)
-            .map(|(_, channels)| channels)
-            .unwrap_or_default()
+    ///
+    /// They depend only on the path and this matcher (rebuilt on reload), and working them out
+    /// (parse, exclude patterns, name checks) cost more than the rest of our own work on a GET,
+    /// so they are remembered by path.
+    pub fn read_channels(&self, path: &str) -> Arc<[String]> {
+        let remembered = self
+            .reads
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(path)
+            .cloned();
+        if let Some(channels) = remembered {
+            return channels;
+        }
+        let channels: Arc<[String]> = self
+            .auto_target_channels(path)
+            .map(|(_, channels)| channels.into())
+            .unwrap_or_default();
+        let mut reads = self.reads.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if reads.len() >= REMEMBERED_READS {
+            reads.clear();
+        }
+        reads.insert(path.into(), Arc::clone(&channels));
+        channels
     }
 
     /// The lowest-index rule whose methods contain `method` and whose path matches.

@@ -295,17 +295,32 @@ fn convention_wants_body_only_for_post_to_a_collection() {
 #[test]
 fn read_channels_follow_the_convention() {
     let m = auto();
-    assert_eq!(m.read_channels("/api/projects"), ["projects"]);
+    assert_eq!(*m.read_channels("/api/projects"), ["projects"]);
     assert_eq!(
-        m.read_channels("/api/projects/42"),
+        *m.read_channels("/api/projects/42"),
         ["projects", "project:42"]
     );
     assert_eq!(
-        m.read_channels("/api/projects/42/tasks"),
+        *m.read_channels("/api/projects/42/tasks"),
         ["tasks", "project:42"]
     );
     assert!(m.read_channels("/apiary").is_empty());
     assert!(m.read_channels("/api").is_empty());
+    // Asked again (now remembered), the answers are the same; many distinct paths (ids) do not
+    // grow the memory past its bound.
+    for id in 0..2 * REMEMBERED_READS {
+        assert_eq!(
+            *m.read_channels(&format!("/api/projects/{id}")),
+            ["projects".to_owned(), format!("project:{id}")]
+        );
+    }
+    assert!(m.reads.0.lock().unwrap().len() <= REMEMBERED_READS);
+    assert_eq!(*m.read_channels("/api/projects"), ["projects"]);
+    assert_eq!(
+        *m.read_channels("/api/projects/42/tasks"),
+        ["tasks", "project:42"]
+    );
+    assert!(m.read_channels("/apiary").is_empty());
 }
 
 #[test]
@@ -319,7 +334,7 @@ fn paths_that_would_make_unsubscribable_channels_stay_outside_the_convention() {
     let long = format!("/api/{}", "x".repeat(300));
     assert!(m.plan(&Method::POST, &long).is_none());
     assert_eq!(
-        m.read_channels("/api/projects/42"),
+        *m.read_channels("/api/projects/42"),
         ["projects", "project:42"]
     );
 }

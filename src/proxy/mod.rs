@@ -204,7 +204,8 @@ async fn forward(
     {
         parts.headers.insert(header::HOST, host);
     }
-    let body: Body = if is_upgrade {
+    // A request without a body (most reads) is sent with an empty one: no boxed stream to poll.
+    let body: Body = if is_upgrade || hyper::body::Body::is_end_stream(&body) {
         empty()
     } else {
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
@@ -235,8 +236,13 @@ async fn forward(
             client.link.send(upstream_req, &cfg.upstream).await
         }
     };
-    let (sent, actor) = tokio::join!(send, identify);
-    ex.actor = actor;
+    let sent = if identity.is_some() {
+        let (sent, actor) = tokio::join!(send, identify);
+        ex.actor = actor;
+        sent
+    } else {
+        send.await
+    };
     let resp = match sent {
         Ok(resp) => resp,
         Err(e) => return upstream_failure(shared, &e),
@@ -370,8 +376,7 @@ async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, se
         return;
     }
     let seqs = shared.broker.positions(&channels).await;
-    let positions: Vec<(String, u64)> = channels.into_iter().zip(seqs).collect();
-    let Ok(value) = HeaderValue::from_str(&sse::format_positions(&positions)) else {
+    let Ok(value) = HeaderValue::from_str(&sse::format_position_list(&channels, &seqs)) else {
         return;
     };
     headers.insert(X_SYNC_POSITION, value);

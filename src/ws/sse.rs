@@ -239,17 +239,43 @@ impl Drop for Guard {
 
 /// `a=17,b=3`: the `X-Sync-Position` and SSE id format.
 pub fn format_positions(positions: &[(String, u64)]) -> String {
-    use std::fmt::Write;
     let mut out = String::with_capacity(positions.iter().map(|(c, _)| c.len() + 8).sum());
-    for (i, (channel, seq)) in positions.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(channel);
-        // Writing into a String cannot fail.
-        let _ = write!(out, "={seq}");
+    for (channel, seq) in positions {
+        push_position(&mut out, channel, *seq);
     }
     out
+}
+
+/// `format_positions` for channels and their positions side by side (as a GET has them).
+pub fn format_position_list(channels: &[String], seqs: &[u64]) -> String {
+    let mut out = String::with_capacity(channels.iter().map(|c| c.len() + 8).sum());
+    for (channel, seq) in channels.iter().zip(seqs) {
+        push_position(&mut out, channel, *seq);
+    }
+    out
+}
+
+fn push_position(out: &mut String, channel: &str, seq: u64) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    out.push_str(channel);
+    out.push('=');
+    // Digits by hand: `write!` goes through the formatting machinery, once per GET.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = seq;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 /// Parses `a=17,b=3`; malformed parts are ignored (that channel starts fresh).
@@ -291,6 +317,11 @@ mod tests {
         assert_eq!(text, "projects=17,project:4=3");
         assert_eq!(parse_positions(&text), p);
         assert_eq!(parse_positions("junk,a=x,b=2"), vec![("b".to_owned(), 2)]);
+        let (channels, seqs) = (["a".to_owned(), "b".to_owned()], [0, u64::MAX]);
+        assert_eq!(
+            format_position_list(&channels, &seqs),
+            format!("a=0,b={}", u64::MAX)
+        );
     }
 
     #[test]
