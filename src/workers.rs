@@ -79,11 +79,34 @@ pub fn relay(home: usize, batch: Vec<Offer>) {
     }
 }
 
+/// Batches handled as one burst at most (so the first socket of a long burst does not wait for
+/// all of it).
+const BURST_BATCHES: usize = 64;
+
 async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
     while let Some(batch) = rx.recv().await {
-        for (sub, event) in batch {
-            sub.offer(&event);
-        }
+        let Ok(next) = rx.try_recv() else {
+            // One event's fan-out: each socket gets its frame at once.
+            offer_all(batch);
+            continue;
+        };
+        // Several events waiting: each idle socket gets theirs in one write.
+        crate::ws::outlet::corked(|| {
+            offer_all(batch);
+            offer_all(next);
+            for _ in 2..BURST_BATCHES {
+                match rx.try_recv() {
+                    Ok(batch) => offer_all(batch),
+                    Err(_) => break,
+                }
+            }
+        });
+    }
+}
+
+fn offer_all(batch: Vec<Offer>) {
+    for (sub, event) in batch {
+        sub.offer(&event);
     }
 }
 

@@ -707,16 +707,28 @@ async fn events_and_room_messages_in_order(env: &[(&str, &str)]) {
         subscribe(&mut ws, "projects", None).await;
         sockets.push(ws);
     }
-    const MUTATIONS: u64 = 20;
-    for i in 0..MUTATIONS {
-        let r = common::http(
-            Method::POST,
-            &sidecar.url("/api/projects"),
-            &[("content-type", "application/json")],
-            &format!(r#"{{"name":"p{i}"}}"#),
-        )
-        .await;
-        assert_eq!(r.status, 201);
+    // Eight clients at once, so events also come in bursts (a socket's frames of one burst
+    // leave together): every socket still sees each event once, in `seq` order.
+    const CLIENTS: u64 = 8;
+    const MUTATIONS: u64 = 200;
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let url = sidecar.url("/api/projects");
+        clients.push(tokio::spawn(async move {
+            for i in 0..MUTATIONS / CLIENTS {
+                let r = common::http(
+                    Method::POST,
+                    &url,
+                    &[("content-type", "application/json")],
+                    &format!(r#"{{"name":"p{c}-{i}"}}"#),
+                )
+                .await;
+                assert_eq!(r.status, 201);
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("a client task");
     }
     for (n, ws) in sockets.iter_mut().enumerate() {
         let mut got = Vec::new();

@@ -51,8 +51,7 @@ pub fn serialize(draft: &EventDraft, channel: &str, seq: u64, id: &str) -> Utf8B
 
 /// Appends `s` as a JSON string.
 pub(super) fn push_string(out: &mut String, s: &str) {
-    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if is_plain(s) {
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -69,16 +68,81 @@ fn optional(out: &mut String, s: Option<&str>) {
     }
 }
 
-fn number(out: &mut String, n: u64) {
-    use std::fmt::Write;
-    // Writing into a String cannot fail.
-    let _ = write!(out, "{n}");
+/// True when `s` has no byte JSON must escape (a control character, `"` or `\`). Eight bytes
+/// at a time: every envelope checks about a hundred bytes of names, ids and keys this way.
+fn is_plain(s: &str) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Non-zero exactly when some byte of `x` is below `n` (n <= 128); bytes of multi-byte UTF-8
+    // characters (0x80 and up) never count.
+    let any_below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = any_below(x, 0x20)
+            | any_below(x ^ (u64::from(b'"') * ONES), 1)
+            | any_below(x ^ (u64::from(b'\\') * ONES), 1);
+        if special != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// Appends `n` in decimal (without the formatting machinery: twice per envelope, once per GET's
+/// `X-Sync-Position` entry).
+pub(crate) fn number(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        out.push(char::from(d));
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::Data;
+
+    #[test]
+    fn plain_strings_are_told_apart_from_ones_to_escape_at_every_position() {
+        let slow = |s: &str| s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+        for len in 0..20 {
+            for at in 0..len {
+                for special in [0u8, 0x1f, b'"', b'\\', 0x20, b'!', b'#', b'[', b']', 0x7f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    let s = String::from_utf8(bytes).unwrap();
+                    assert_eq!(is_plain(&s), slow(&s), "{s:?}");
+                }
+            }
+            let s = "é✓".repeat(len);
+            assert!(is_plain(&s));
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 1_764_000_000_123, u64::MAX] {
+            let mut out = String::new();
+            number(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 
     #[test]
     fn envelope_has_every_spec_field() {

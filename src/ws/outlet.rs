@@ -12,7 +12,12 @@
 //! Bytes never interleave: the task's own writes (tungstenite's, through [`OutletIo`]) and the
 //! direct ones both go to the socket only when nothing is pending, and otherwise join the
 //! pending bytes whole.
+//!
+//! When events come in a burst (the relay finds several batches waiting), the frames a socket
+//! gets during the burst are held and leave in one `send` at its end ([`corked`]): one write
+//! and one wake-up of the reader per burst instead of per event.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
@@ -49,6 +54,36 @@ struct State {
     waker: Option<Waker>,
     /// Each subscribed channel and the last `seq` delivered on it (drops replay/live overlap).
     subs: HashMap<String, u64>,
+    /// `pending` holds frames of the current burst, sent when it ends (see [`corked`]).
+    corked: bool,
+}
+
+thread_local! {
+    /// While a burst is offered on this thread: the outlets holding its frames.
+    static BURST: RefCell<Option<Vec<Arc<Outlet>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `offers` as one burst: frames written directly during it are held per socket and sent
+/// together when it ends. Offers to a socket happen on its own loop's thread, so no socket task
+/// runs in between.
+pub fn corked(offers: impl FnOnce()) {
+    BURST.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    offers();
+    let held = BURST.with(|b| b.borrow_mut().take()).unwrap_or_default();
+    for outlet in held {
+        outlet.uncork();
+    }
+}
+
+/// Registers `outlet` with the burst under way, if any.
+fn join_burst(outlet: &Arc<Outlet>) -> bool {
+    BURST.with(|b| match b.borrow_mut().as_mut() {
+        Some(held) => {
+            held.push(Arc::clone(outlet));
+            true
+        }
+        None => false,
+    })
 }
 
 impl Outlet {
@@ -60,6 +95,7 @@ impl Outlet {
                 pending: BytesMut::new(),
                 waker: None,
                 subs: HashMap::new(),
+                corked: false,
             }),
             metrics,
         }
@@ -73,7 +109,8 @@ impl Outlet {
     /// in part: the rest is kept and the task woken to send it); otherwise calls `enqueue`.
     /// Both happen under the outlet's lock, so an event queued before the task opened the
     /// outlet is never overtaken by a later one written directly.
-    pub fn offer(&self, event: &Event, enqueue: impl FnOnce() -> Delivery) -> Delivery {
+    /// During a burst ([`corked`]) the frame joins the socket's held bytes instead.
+    pub fn offer(self: &Arc<Self>, event: &Event, enqueue: impl FnOnce() -> Delivery) -> Delivery {
         let mut st = self.lock();
         let State {
             stream,
@@ -81,8 +118,12 @@ impl Outlet {
             pending,
             waker,
             subs,
+            corked,
         } = &mut *st;
-        let Some(stream) = stream.as_deref().filter(|_| *open && pending.is_empty()) else {
+        let Some(stream) = stream
+            .as_deref()
+            .filter(|_| *open && (pending.is_empty() || *corked))
+        else {
             return enqueue();
         };
         let Some(last) = subs.get_mut(&*event.channel) else {
@@ -92,6 +133,18 @@ impl Outlet {
             return Delivery::Queued;
         }
         let frame = event.ws_frame();
+        if !*corked {
+            *corked = join_burst(self);
+        }
+        if *corked {
+            pending.extend_from_slice(frame);
+            if event.seq != 0 {
+                *last = event.seq;
+            }
+            drop(st);
+            self.metrics.observe_delivery(event.published_at.elapsed());
+            return Delivery::Queued;
+        }
         let written = match stream.try_write(frame) {
             Ok(n) => n,
             // Full, or broken: the task finds out which when it writes the queued event.
@@ -110,6 +163,36 @@ impl Outlet {
         drop(st);
         self.metrics.observe_delivery(event.published_at.elapsed());
         Delivery::Queued
+    }
+
+    /// The burst is over: sends the frames it held in one write; what the socket does not take
+    /// is left to the task, as for a frame sent in part.
+    fn uncork(&self) {
+        let mut st = self.lock();
+        let State {
+            stream,
+            open,
+            pending,
+            waker,
+            corked,
+            ..
+        } = &mut *st;
+        *corked = false;
+        if pending.is_empty() {
+            return;
+        }
+        // Full or broken: the task finds out which when it drains.
+        let sent = match stream.as_deref().filter(|_| *open) {
+            Some(stream) => stream.try_write(pending).unwrap_or(0),
+            None => 0,
+        };
+        pending.advance(sent);
+        if !pending.is_empty() {
+            *open = false;
+            if let Some(waker) = waker.take() {
+                waker.wake();
+            }
+        }
     }
 
     /// Lets the fan-out write directly until [`Outlet::hold`]; the task calls it right before it
@@ -287,18 +370,21 @@ mod tests {
     }
 
     /// An outlet on one end of a loopback connection, and the other end.
-    async fn pair() -> (Outlet, TcpStream) {
+    async fn pair() -> (Arc<Outlet>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let outlet = Outlet::new(Some(Arc::new(server)), Arc::new(Metrics::new()));
+        let outlet = Arc::new(Outlet::new(
+            Some(Arc::new(server)),
+            Arc::new(Metrics::new()),
+        ));
         outlet.subs(|subs| subs.insert("c".to_owned(), 0));
         (outlet, client)
     }
 
-    fn offer(outlet: &Outlet, event: &Event) -> bool {
+    fn offer(outlet: &Arc<Outlet>, event: &Event) -> bool {
         let queued = AtomicBool::new(false);
         outlet.offer(event, || {
             queued.store(true, Ordering::Relaxed);
@@ -358,6 +444,59 @@ mod tests {
         outlet.shut();
         let all = reader.await.unwrap();
         assert_eq!(all, big.ws_frame());
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_held_and_sent_whole_and_in_order_when_it_ends() {
+        let (outlet, mut client) = pair().await;
+        outlet.open(|| true);
+        let events = [event(1, "[1]"), event(2, "[2]"), event(3, "[3]")];
+        corked(|| {
+            for e in &events {
+                assert!(!offer(&outlet, e), "held for the burst, not queued");
+            }
+            assert!(!offer(&outlet, &events[1]), "a repeat is dropped");
+            let mut probe = [0u8; 1];
+            assert!(
+                client.try_read(&mut probe).is_err(),
+                "nothing is sent before the burst ends"
+            );
+        });
+        let expected: Vec<u8> = events.iter().flat_map(|e| e.ws_frame().to_vec()).collect();
+        let mut got = vec![0u8; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+        assert!(
+            !offer(&outlet, &event(4, "[4]")),
+            "still idle: written at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_burst_the_socket_cannot_take_whole_is_left_to_the_task() {
+        let (outlet, mut client) = pair().await;
+        outlet.open(|| true);
+        let big = event(1, &format!(r#""{}""#, "x".repeat(8 << 20)));
+        let small = event(2, "{}");
+        corked(|| {
+            assert!(!offer(&outlet, &big));
+            assert!(!offer(&outlet, &small));
+        });
+        assert!(
+            offer(&outlet, &event(3, "{}")),
+            "the task owns the socket until the held bytes are out"
+        );
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        std::future::poll_fn(|cx| outlet.poll_drained(cx))
+            .await
+            .unwrap();
+        outlet.shut();
+        let all = reader.await.unwrap();
+        assert_eq!(all, [big.ws_frame(), small.ws_frame()].concat());
     }
 
     #[test]

@@ -261,21 +261,7 @@ fn push_position(out: &mut String, channel: &str, seq: u64) {
     }
     out.push_str(channel);
     out.push('=');
-    // Digits by hand: `write!` goes through the formatting machinery, once per GET.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = seq;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
-    }
+    crate::events::envelope::number(out, seq);
 }
 
 /// Parses `a=17,b=3`; malformed parts are ignored (that channel starts fresh).
