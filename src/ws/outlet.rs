@@ -67,12 +67,19 @@ thread_local! {
 /// together when it ends. Offers to a socket happen on its own loop's thread, so no socket task
 /// runs in between.
 pub fn corked(offers: impl FnOnce()) {
-    BURST.with(|b| *b.borrow_mut() = Some(Vec::new()));
-    offers();
-    let held = BURST.with(|b| b.borrow_mut().take()).unwrap_or_default();
-    for outlet in held {
-        outlet.uncork();
+    /// Ends the burst even if `offers` unwinds: held frames must never stay held.
+    struct Burst;
+    impl Drop for Burst {
+        fn drop(&mut self) {
+            let held = BURST.with(|b| b.borrow_mut().take()).unwrap_or_default();
+            for outlet in held {
+                outlet.uncork();
+            }
+        }
     }
+    BURST.with(|b| *b.borrow_mut() = Some(Vec::new()));
+    let _burst = Burst;
+    offers();
 }
 
 /// Registers `outlet` with the burst under way, if any.
