@@ -96,10 +96,9 @@ fn is_plain(s: &str) -> bool {
 
 /// Appends `n` in decimal (without the formatting machinery: twice per envelope, once per GET's
 /// `X-Sync-Position` entry).
-pub(crate) fn number(out: &mut String, n: u64) {
+pub(crate) fn number(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
-    let mut n = n;
     loop {
         at -= 1;
         digits[at] = b'0' + (n % 10) as u8;
@@ -108,10 +107,8 @@ pub(crate) fn number(out: &mut String, n: u64) {
             break;
         }
     }
-    // ASCII digits: always valid UTF-8.
-    if let Ok(text) = std::str::from_utf8(&digits[at..]) {
-        out.push_str(text);
-    }
+    // ASCII digits are always UTF-8.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use super::{BodyPrefix, Data, EmitContext, EventDraft};
 use crate::config::{EventRule, EventsConfig};
 
 /// Compiled event rules; built once per config.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct EventMatcher {
     rules: Vec<Arc<CompiledRule>>,
     rule_paths: PathSet,
@@ -29,18 +29,8 @@ pub struct EventMatcher {
     /// `events.auto.prefix` without a trailing slash. Also used to name the resource of rule events,
     /// so it is kept even when the automatic convention is off.
     prefix: String,
-    /// The channels of paths read lately (see `read_channels`).
-    reads: ReadMemory,
-}
-
-/// Channels by path, shared by every loop; a copy starts empty.
-#[derive(Debug, Default)]
-struct ReadMemory(Mutex<HashMap<Box<str>, Arc<[String]>>>);
-
-impl Clone for ReadMemory {
-    fn clone(&self) -> Self {
-        ReadMemory::default()
-    }
+    /// The channels of paths read lately, shared by every loop (see `read_channels`).
+    reads: Mutex<HashMap<Box<str>, Arc<[String]>>>,
 }
 
 /// Paths whose read channels are remembered; past this the memory starts over, so paths with
@@ -166,7 +156,7 @@ impl EventMatcher {
             rule_paths,
             auto,
             prefix: cfg.auto.prefix.trim_end_matches('/').to_owned(),
-            reads: ReadMemory::default(),
+            reads: Mutex::default(),
         }
     }
 
@@ -195,7 +185,6 @@ impl EventMatcher {
     pub fn read_channels(&self, path: &str) -> Arc<[String]> {
         let remembered = self
             .reads
-            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(path)
@@ -207,7 +196,7 @@ impl EventMatcher {
             .auto_target_channels(path)
             .map(|(_, channels)| channels.into())
             .unwrap_or_default();
-        let mut reads = self.reads.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
         if reads.len() >= REMEMBERED_READS {
             reads.clear();
         }

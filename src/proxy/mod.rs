@@ -376,7 +376,8 @@ async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, se
         return;
     }
     let seqs = shared.broker.positions(&channels).await;
-    let Ok(value) = HeaderValue::from_str(&sse::format_position_list(&channels, &seqs)) else {
+    let positions = channels.iter().map(String::as_str).zip(seqs);
+    let Ok(value) = HeaderValue::from_str(&sse::format_positions(positions)) else {
         return;
     };
     headers.insert(X_SYNC_POSITION, value);

@@ -116,6 +116,7 @@ impl Outlet {
     /// in part: the rest is kept and the task woken to send it); otherwise calls `enqueue`.
     /// Both happen under the outlet's lock, so an event queued before the task opened the
     /// outlet is never overtaken by a later one written directly.
+    ///
     /// During a burst ([`corked`]) the frame joins the socket's held bytes instead.
     pub fn offer(self: &Arc<Self>, event: &Event, enqueue: impl FnOnce() -> Delivery) -> Delivery {
         let mut st = self.lock();
@@ -145,27 +146,19 @@ impl Outlet {
         }
         if *corked {
             pending.extend_from_slice(frame);
-            if event.seq != 0 {
-                *last = event.seq;
+        } else {
+            let written = match stream.try_write(frame) {
+                Ok(n) => n,
+                // Full, or broken: the task finds out which when it writes the queued event.
+                Err(_) => return enqueue(),
+            };
+            if written < frame.len() {
+                pending.extend_from_slice(&frame[written..]);
+                hand_to_task(open, waker);
             }
-            drop(st);
-            self.metrics.observe_delivery(event.published_at.elapsed());
-            return Delivery::Queued;
         }
-        let written = match stream.try_write(frame) {
-            Ok(n) => n,
-            // Full, or broken: the task finds out which when it writes the queued event.
-            Err(_) => return enqueue(),
-        };
         if event.seq != 0 {
             *last = event.seq;
-        }
-        if written < frame.len() {
-            pending.extend_from_slice(&frame[written..]);
-            *open = false;
-            if let Some(waker) = waker.take() {
-                waker.wake();
-            }
         }
         drop(st);
         self.metrics.observe_delivery(event.published_at.elapsed());
@@ -195,10 +188,7 @@ impl Outlet {
         };
         pending.advance(sent);
         if !pending.is_empty() {
-            *open = false;
-            if let Some(waker) = waker.take() {
-                waker.wake();
-            }
+            hand_to_task(open, waker);
         }
     }
 
@@ -257,6 +247,14 @@ impl Outlet {
     /// Runs `f` on the subscriptions map (subscribe, unsubscribe, dedup on the task's path).
     pub fn subs<R>(&self, f: impl FnOnce(&mut HashMap<String, u64>) -> R) -> R {
         f(&mut self.lock().subs)
+    }
+}
+
+/// Pending bytes are left: direct writes stop and the task is woken to send them.
+fn hand_to_task(open: &mut bool, waker: &mut Option<Waker>) {
+    *open = false;
+    if let Some(waker) = waker.take() {
+        waker.wake();
     }
 }
 
@@ -391,6 +389,21 @@ mod tests {
         (outlet, client)
     }
 
+    /// Lets the task's side send what the outlet holds, ends the connection, and returns all the
+    /// client read.
+    async fn drain_and_close(outlet: &Outlet, mut client: TcpStream) -> Vec<u8> {
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        std::future::poll_fn(|cx| outlet.poll_drained(cx))
+            .await
+            .unwrap();
+        outlet.shut();
+        reader.await.unwrap()
+    }
+
     fn offer(outlet: &Arc<Outlet>, event: &Event) -> bool {
         let queued = AtomicBool::new(false);
         outlet.offer(event, || {
@@ -432,7 +445,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_frame_the_socket_takes_in_part_finishes_before_anything_else() {
-        let (outlet, mut client) = pair().await;
+        let (outlet, client) = pair().await;
         outlet.open(|| true);
         let big = event(1, &format!(r#""{}""#, "x".repeat(8 << 20)));
         assert!(!offer(&outlet, &big));
@@ -440,16 +453,7 @@ mod tests {
             offer(&outlet, &event(2, "{}")),
             "queued behind the unsent tail"
         );
-        let reader = tokio::spawn(async move {
-            let mut all = Vec::new();
-            client.read_to_end(&mut all).await.unwrap();
-            all
-        });
-        std::future::poll_fn(|cx| outlet.poll_drained(cx))
-            .await
-            .unwrap();
-        outlet.shut();
-        let all = reader.await.unwrap();
+        let all = drain_and_close(&outlet, client).await;
         assert_eq!(all, big.ws_frame());
     }
 
@@ -481,7 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_the_socket_cannot_take_whole_is_left_to_the_task() {
-        let (outlet, mut client) = pair().await;
+        let (outlet, client) = pair().await;
         outlet.open(|| true);
         let big = event(1, &format!(r#""{}""#, "x".repeat(8 << 20)));
         let small = event(2, "{}");
@@ -493,16 +497,7 @@ mod tests {
             offer(&outlet, &event(3, "{}")),
             "the task owns the socket until the held bytes are out"
         );
-        let reader = tokio::spawn(async move {
-            let mut all = Vec::new();
-            client.read_to_end(&mut all).await.unwrap();
-            all
-        });
-        std::future::poll_fn(|cx| outlet.poll_drained(cx))
-            .await
-            .unwrap();
-        outlet.shut();
-        let all = reader.await.unwrap();
+        let all = drain_and_close(&outlet, client).await;
         assert_eq!(all, [big.ws_frame(), small.ws_frame()].concat());
     }
 

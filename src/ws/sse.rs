@@ -212,7 +212,7 @@ impl SseStream {
         if self.guard.sub.excludes(event) {
             return None;
         }
-        let id = format_positions(&self.positions);
+        let id = format_positions(self.positions.iter().map(|(c, seq)| (c.as_str(), *seq)));
         Some(Bytes::from(format!(
             "id: {id}\ndata: {}\n\n",
             event.frame.as_str()
@@ -238,30 +238,17 @@ impl Drop for Guard {
 }
 
 /// `a=17,b=3`: the `X-Sync-Position` and SSE id format.
-pub fn format_positions(positions: &[(String, u64)]) -> String {
-    let mut out = String::with_capacity(positions.iter().map(|(c, _)| c.len() + 8).sum());
+pub fn format_positions<'a>(positions: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let mut out = String::new();
     for (channel, seq) in positions {
-        push_position(&mut out, channel, *seq);
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(channel);
+        out.push('=');
+        crate::events::envelope::number(&mut out, seq);
     }
     out
-}
-
-/// `format_positions` for channels and their positions side by side (as a GET has them).
-pub fn format_position_list(channels: &[String], seqs: &[u64]) -> String {
-    let mut out = String::with_capacity(channels.iter().map(|c| c.len() + 8).sum());
-    for (channel, seq) in channels.iter().zip(seqs) {
-        push_position(&mut out, channel, *seq);
-    }
-    out
-}
-
-fn push_position(out: &mut String, channel: &str, seq: u64) {
-    if !out.is_empty() {
-        out.push(',');
-    }
-    out.push_str(channel);
-    out.push('=');
-    crate::events::envelope::number(out, seq);
 }
 
 /// Parses `a=17,b=3`; malformed parts are ignored (that channel starts fresh).
@@ -299,13 +286,13 @@ mod tests {
     #[test]
     fn positions_round_trip() {
         let p = vec![("projects".to_owned(), 17), ("project:4".to_owned(), 3)];
-        let text = format_positions(&p);
+        let text = format_positions(p.iter().map(|(c, seq)| (c.as_str(), *seq)));
         assert_eq!(text, "projects=17,project:4=3");
         assert_eq!(parse_positions(&text), p);
         assert_eq!(parse_positions("junk,a=x,b=2"), vec![("b".to_owned(), 2)]);
         let (channels, seqs) = (["a".to_owned(), "b".to_owned()], [0, u64::MAX]);
         assert_eq!(
-            format_position_list(&channels, &seqs),
+            format_positions(channels.iter().map(String::as_str).zip(seqs)),
             format!("a=0,b={}", u64::MAX)
         );
     }
