@@ -741,8 +741,10 @@ async fn events_and_room_messages_in_order(env: &[(&str, &str)]) {
         assert_eq!(got, expected, "socket {n} saw every event once, in order");
     }
     // Room messages cross loops too: every other member hears each one.
+    // The join follows the `subscribed` reply; the presence snapshot is what says it is done.
     for ws in sockets.iter_mut() {
         subscribe(ws, "room:doc", None).await;
+        while recv_json(ws).await["type"] != "presence" {}
     }
     send_json(
         &mut sockets[0],
