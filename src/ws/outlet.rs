@@ -149,8 +149,12 @@ impl Outlet {
         } else {
             let written = match stream.try_write(frame) {
                 Ok(n) => n,
-                // Full, or broken: the task finds out which when it writes the queued event.
-                Err(_) => return enqueue(),
+                // Full, or broken: the task finds out which when it writes the queued event,
+                // and until then later events queue behind this one.
+                Err(_) => {
+                    *open = false;
+                    return enqueue();
+                }
             };
             if written < frame.len() {
                 pending.extend_from_slice(&frame[written..]);
@@ -441,6 +445,38 @@ mod tests {
         outlet.open(|| true);
         outlet.shut();
         assert!(offer(&outlet, &event(4, "{}")), "an ended connection");
+    }
+
+    #[tokio::test]
+    async fn an_event_that_meets_a_full_socket_is_not_overtaken_once_it_drains() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let server = Arc::new(listener.accept().await.unwrap().0);
+        let outlet = Arc::new(Outlet::new(
+            Some(Arc::clone(&server)),
+            Arc::new(Metrics::new()),
+        ));
+        outlet.subs(|subs| subs.insert("c".to_owned(), 0));
+        outlet.open(|| true);
+        // Fill the socket so the next write cannot take a byte.
+        let filler = [0u8; 64 * 1024];
+        let mut filled = 0;
+        while let Ok(n) = server.try_write(&filler) {
+            filled += n;
+        }
+        assert!(
+            offer(&outlet, &event(1, "{}")),
+            "queued: the socket is full"
+        );
+        // The reader catches up; the first event is still in the task's queue.
+        let mut sink = vec![0u8; filled];
+        client.read_exact(&mut sink).await.unwrap();
+        assert!(
+            offer(&outlet, &event(2, "{}")),
+            "queued behind the first, not written ahead of it"
+        );
     }
 
     #[tokio::test]
