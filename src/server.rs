@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
-use crate::proxy::link::{self, Link};
+use crate::proxy::link::Link;
 
 /// What the requests of one client connection share.
 pub struct ClientConn {
@@ -89,43 +89,27 @@ pub async fn serve<H, F>(
                     return;
                 }
             };
-            let (link, driver) = link::pair();
             let client = Arc::new(ClientConn {
                 peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                link,
+                link: Link::new(),
             });
             let service = service_fn(move |req| handler(req, Arc::clone(&client)));
             let conn = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
-            let served = async {
-                let mut conn = std::pin::pin!(conn);
-                tokio::select! {
-                    res = conn.as_mut() => {
-                        if let Err(e) = res {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    _ = conn_shutdown.changed() => {
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
                 }
-            };
-            // The upstream connections are polled by this task too: before the service (they
-            // may have woken it) and after it (it may have opened one or queued a request).
-            let mut driver = driver;
-            let mut served = std::pin::pin!(served);
-            std::future::poll_fn(|cx| {
-                driver.poll_connections(cx);
-                let done = served.as_mut().poll(cx);
-                if done.is_pending() {
-                    driver.poll_connections(cx);
+                _ = conn_shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
                 }
-                done
-            })
-            .await;
+            }
         });
     }
     drop(listener);

@@ -8,7 +8,6 @@
 //! 5. logging: one metric observation and one trace line per request.
 
 pub mod cache_control;
-mod early_answer;
 pub mod headers;
 pub mod link;
 mod tap;
@@ -198,11 +197,15 @@ async fn forward(
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     headers::strip_hop_by_hop(&mut parts.headers, is_upgrade);
-    headers::add_forwarded(&mut parts.headers, &client.peer_ip);
-    if !parts.headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(cfg.upstream.authority.as_str())
-    {
-        parts.headers.insert(header::HOST, host);
+    // The client connection's own link writes these with the head; the pooled client needs them
+    // in the map.
+    if is_upgrade {
+        headers::add_forwarded(&mut parts.headers, &client.peer_ip);
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(cfg.upstream.authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
     }
     // A request without a body (most reads) is sent with an empty one: no boxed stream to poll.
     let body: Body = if is_upgrade || hyper::body::Body::is_end_stream(&body) {
@@ -232,8 +235,12 @@ async fn forward(
                 .upstream
                 .send(upstream_req, cfg.upstream.request_timeout)
                 .await
+                .map(|resp| resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
         } else {
-            client.link.send(upstream_req, &cfg.upstream).await
+            client
+                .link
+                .send(upstream_req, &cfg.upstream, &client.peer_ip)
+                .await
         }
     };
     let sent = if identity.is_some() {
@@ -296,7 +303,7 @@ fn upstream_failure(shared: &Shared, e: &UpstreamError) -> Response<Body> {
 }
 
 async fn upstream_response(
-    mut resp: Response<Incoming>,
+    mut resp: Response<Body>,
     ex: Exchange,
     shared: &Arc<Shared>,
     settings: &Settings,
@@ -326,7 +333,6 @@ async fn upstream_response(
     if ex.method == Method::GET && status.is_success() {
         stamp_position(&mut parts.headers, &ex.path, shared, settings).await;
     }
-    let body: Body = body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync();
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(
             plan,

@@ -1,0 +1,240 @@
+//! Each client connection forwards over an upstream connection of its own, spoken by hand.
+//!
+//! Why not the pooled client for every request: it hands each request to a separate connection
+//! task and the response head back (two task wake-ups, across threads about half the time, plus
+//! a pool lock and a key hash), which cost more CPU per request than parsing. An HTTP/1 client
+//! connection sends one request at a time, so one upstream connection per client connection
+//! never queues. And why not hyper's client connection on it: its dispatch channel, connection
+//! future and request/response conversions cost as much again as the bytes on the wire. The
+//! request is written straight from its head (`wire`), the answer read into a buffer whose slices
+//! become the header values and the body (`body`), all inside the client connection's task.
+//!
+//! The upstream connection opens on the client connection's first forwarded request and closes
+//! with it, or earlier when the upstream ends it (its keep-alive timeout); the next request then
+//! opens a fresh one. A reused connection the upstream has closed is noticed before the request
+//! goes out and replaced; a bodiless GET, HEAD, OPTIONS, PUT or DELETE whose reused connection
+//! fails after it went out (the upstream's keep-alive ran out just then) is sent again on a fresh
+//! one, as nginx does. A POST or PATCH never is.
+
+mod body;
+mod conn;
+mod wire;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::uri::Authority;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+
+use super::upstream::UpstreamError;
+use crate::body::Body;
+use crate::config::UpstreamConfig;
+use body::UpstreamBody;
+use conn::{Conn, Upload, UploadError};
+use wire::Head;
+
+/// The request side, shared by the requests of one client connection.
+pub struct Link {
+    home: Home,
+}
+
+/// Where the connection waits between two requests: the link takes it for a request, the
+/// answer's body puts it back once it has been read to its end.
+#[derive(Clone, Default)]
+struct Home(Arc<Mutex<Option<Idle>>>);
+
+/// An upstream connection between two requests, with the target it was opened to (a reload may
+/// change the upstream).
+struct Idle {
+    authority: Authority,
+    conn: Conn,
+}
+
+impl Home {
+    fn put(&self, idle: Idle) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(idle);
+    }
+
+    fn take(&self) -> Option<Idle> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// How one attempt failed, and whether the upstream can have seen any of its answer.
+struct Failure {
+    error: UpstreamError,
+    before_answer: bool,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Link {
+    pub fn new() -> Link {
+        Link {
+            home: Home::default(),
+        }
+    }
+
+    /// Sends a request whose URI is in origin form; `cfg.request_timeout` bounds the connect and
+    /// the wait for the response head, so long downloads still stream.
+    ///
+    /// `X-Forwarded-For` (with `peer_ip`), `-Proto`, `-Host` and a missing `Host` are added as
+    /// the head is written.
+    pub async fn send(
+        &self,
+        req: Request<Body>,
+        cfg: &UpstreamConfig,
+        peer_ip: &HeaderValue,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let exchange = self.exchange(req, cfg, peer_ip);
+        match tokio::time::timeout(cfg.request_timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout(cfg.request_timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        req: Request<Body>,
+        cfg: &UpstreamConfig,
+        peer_ip: &HeaderValue,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let has_body = !body.is_end_stream();
+        // A body without a declared length (the client sent it chunked) goes on chunked.
+        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let mut head = Vec::with_capacity(128 + 48 * parts.headers.len());
+        let fwd = wire::Forwarded {
+            peer_ip,
+            default_host: cfg.authority.as_str(),
+        };
+        wire::request_head(&parts, chunked, &fwd, &mut head);
+        let replayable = !has_body && idempotent(&parts.method);
+        let mut upload = Upload::new(head, has_body.then_some(body), chunked);
+        let (mut conn, mut reused) = match self.reusable(&cfg.authority) {
+            Some(conn) => (conn, true),
+            None => (connect(cfg).await?, false),
+        };
+        loop {
+            match roundtrip(&mut conn, &mut upload, &parts.method).await {
+                Ok(head) => return Ok(self.answer(conn, upload, head, &cfg.authority)),
+                Err(f) if reused && f.before_answer && replayable && upload.rewind() => {
+                    tracing::debug!(error = %f.error, "reused upstream connection failed; sending again");
+                    conn = connect(cfg).await?;
+                    reused = false;
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    /// The idle connection, if it still leads to `authority` and the upstream has not closed it.
+    fn reusable(&self, authority: &Authority) -> Option<Conn> {
+        let mut idle = self.home.take()?;
+        (idle.authority == *authority && idle.conn.still_open()).then_some(idle.conn)
+    }
+
+    fn answer(
+        &self,
+        conn: Conn,
+        upload: Upload,
+        head: Head,
+        authority: &Authority,
+    ) -> Response<Body> {
+        let upload = (!upload.is_done()).then_some(upload);
+        let body = UpstreamBody::new(
+            conn,
+            head.framing,
+            upload,
+            head.keep_alive,
+            self.home.clone(),
+            authority.clone(),
+        );
+        let body: Body = if body.is_end_stream() {
+            crate::body::empty()
+        } else {
+            body.boxed_unsync()
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+}
+
+/// Sends the request (the upload may still be going when the answer's head arrives) and reads
+/// the answer's head.
+async fn roundtrip(conn: &mut Conn, upload: &mut Upload, method: &Method) -> Result<Head, Failure> {
+    let protocol = |before_answer: bool, e: String| Failure {
+        error: UpstreamError::Protocol(e),
+        before_answer,
+    };
+    let mut uploading = true;
+    std::future::poll_fn(|cx| {
+        if uploading {
+            match upload.poll(conn, cx) {
+                std::task::Poll::Ready(Ok(())) => uploading = false,
+                std::task::Poll::Ready(Err(UploadError::Client(e))) => {
+                    return std::task::Poll::Ready(Err(protocol(
+                        false,
+                        format!("client body: {e}"),
+                    )));
+                }
+                std::task::Poll::Ready(Err(UploadError::Write(e))) => {
+                    return std::task::Poll::Ready(Err(protocol(true, e.to_string())));
+                }
+                std::task::Poll::Pending => {}
+            }
+        }
+        loop {
+            match wire::response_head(&mut conn.rd, method, &mut conn.spans) {
+                Ok(Some(head)) => return std::task::Poll::Ready(Ok(head)),
+                Ok(None) => {}
+                Err(e) => return std::task::Poll::Ready(Err(protocol(false, e.to_string()))),
+            }
+            let nothing_yet = conn.rd.is_empty();
+            match std::task::ready!(conn.poll_fill(cx)) {
+                Ok(0) => {
+                    return std::task::Poll::Ready(Err(protocol(
+                        nothing_yet,
+                        "the upstream closed the connection without answering".into(),
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return std::task::Poll::Ready(Err(protocol(nothing_yet, e.to_string()))),
+            }
+        }
+    })
+    .await
+}
+
+async fn connect(cfg: &UpstreamConfig) -> Result<Conn, UpstreamError> {
+    let target = cfg.authority.as_str();
+    let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target)).await {
+        Err(_) => {
+            return Err(UpstreamError::Connect(format!(
+                "{target}: no answer within {:?}",
+                cfg.connect_timeout
+            )));
+        }
+        Ok(Err(e)) => return Err(UpstreamError::Connect(format!("{target}: {e}"))),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(Conn::new(stream))
+}
+
+/// Methods that may be sent twice: POST, PATCH and LOCK never are, as the upstream may have acted
+/// on the first one.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}

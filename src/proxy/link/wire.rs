@@ -1,0 +1,622 @@
+//! HTTP/1.1 on the upstream hop, written and read by hand.
+//!
+//! The hop has one shape: our own request, already cleaned by the proxy phases, and the answer of
+//! the API beside us. Writing the head is a loop over the headers into one buffer; reading the
+//! answer is one `httparse` pass whose header values are slices of the bytes read, as hyper does,
+//! without hyper's per-request dispatch channel, connection task and header re-validation.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
+
+/// Most headers an answer may carry (hyper's default too).
+const MAX_HEADERS: usize = 100;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Longest answer head; larger ones are refused rather than buffered.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Longest chunk-size line (with extensions) and longest trailer section of a chunked answer.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+const MAX_TRAILERS: usize = 64 * 1024;
+
+/// Why an answer cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("invalid response header {0}")]
+    Header(String),
+    #[error("invalid Content-Length")]
+    ContentLength,
+    #[error("the upstream switched protocols unasked")]
+    UnaskedUpgrade,
+    #[error("malformed chunked body")]
+    Chunk,
+}
+
+/// What the proxy adds to a request on its way upstream, written with the head instead of being
+/// inserted into the header map first (each insert hashes a name and may grow the map).
+pub struct Forwarded<'a> {
+    /// The client's address, appended to `X-Forwarded-For`.
+    pub peer_ip: &'a HeaderValue,
+    /// `Host` when the client sent none (HTTP/1.0): the upstream's own name.
+    pub default_host: &'a str,
+}
+
+/// Writes the request line and headers; `chunked` adds the framing of a body of unknown length.
+///
+/// The client is appended to the last `X-Forwarded-For` line (readers such as Starlette's take
+/// the first line only, so a line of our own would go unseen); `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` are set unless a proxy in front set them.
+pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out: &mut Vec<u8>) {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host: Option<&HeaderValue> = None;
+    let mut has_proto = false;
+    let mut has_fwd_host = false;
+    // The last X-Forwarded-For line, held back to be written with the client appended.
+    let mut last_xff: Option<&HeaderValue> = None;
+    for (name, value) in &parts.headers {
+        if *name == X_FORWARDED_FOR {
+            if let Some(prev) = last_xff.replace(value) {
+                line(out, X_FORWARDED_FOR.as_str(), prev.as_bytes());
+            }
+            continue;
+        }
+        if *name == HOST {
+            host = Some(value);
+        } else if *name == X_FORWARDED_PROTO {
+            has_proto = true;
+        } else if *name == X_FORWARDED_HOST {
+            has_fwd_host = true;
+        }
+        line(out, name.as_str(), value.as_bytes());
+    }
+    let host = match host {
+        Some(host) => host.as_bytes(),
+        None => {
+            line(out, "host", fwd.default_host.as_bytes());
+            fwd.default_host.as_bytes()
+        }
+    };
+    out.extend_from_slice(b"x-forwarded-for: ");
+    match last_xff.map(|v| v.as_bytes().trim_ascii()) {
+        Some(list) if !list.is_empty() && list.iter().all(|b| (0x20..0x7f).contains(b)) => {
+            out.extend_from_slice(list);
+            out.extend_from_slice(b", ");
+        }
+        _ => {}
+    }
+    out.extend_from_slice(fwd.peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !has_proto {
+        out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+    }
+    if !has_fwd_host {
+        line(out, "x-forwarded-host", host);
+    }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One chunk of a body of unknown length, framed.
+pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    let mut digits = [0u8; 16];
+    let mut n = data.len();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// How the answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: an answer to HEAD, a 204 or a 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Everything until the upstream closes (no length given); the connection ends with it.
+    UntilClose,
+}
+
+/// An answer's head.
+#[derive(Debug)]
+pub struct Head {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// HTTP/1.1 without `Connection: close`: the connection may carry the next request.
+    pub keep_alive: bool,
+}
+
+/// Takes the answer's head off the front of `buf` once it is complete, skipping interim (1xx)
+/// answers; `Ok(None)` means more bytes are needed. `spans` is scratch space the connection keeps
+/// from one answer to the next.
+pub fn response_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    spans: &mut Vec<Span>,
+) -> Result<Option<Head>, WireError> {
+    loop {
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let mut slots = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut parsed,
+            buf,
+            &mut slots,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+                return Err(WireError::HeadTooLarge);
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(WireError::Header(format!("count over {MAX_HEADERS}")));
+            }
+            Err(e) => return Err(WireError::Head(e)),
+        };
+        let code = parsed.code.unwrap_or(0);
+        if code == 101 {
+            return Err(WireError::UnaskedUpgrade);
+        }
+        if (100..200).contains(&code) {
+            buf.advance(len);
+            continue;
+        }
+        let status =
+            StatusCode::from_u16(code).map_err(|_| WireError::Header(format!("status {code}")))?;
+        let http11 = parsed.version == Some(1);
+        // Where each header lies in the head, so that the values can be slices of it once split off.
+        let base = buf.as_ptr() as usize;
+        spans.clear();
+        spans.extend(parsed.headers.iter().map(|h| {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            Span {
+                name: (name, name + h.name.len()),
+                value: (value, value + h.value.len()),
+            }
+        }));
+        let head = buf.split_to(len).freeze();
+        return interpret(status, http11, &head, spans, method).map(Some);
+    }
+}
+
+/// Byte ranges of one header's name and value in the head.
+#[derive(Clone, Copy)]
+pub struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+/// Headers the proxy may add to an answer (`Cache-Control`, `X-Sync-Position`,
+/// `Access-Control-Expose-Headers`): room is made for them up front, so the map never grows.
+const ROOM_FOR_OURS: usize = 3;
+
+fn interpret(
+    status: StatusCode,
+    http11: bool,
+    head: &Bytes,
+    spans: &[Span],
+    method: &Method,
+) -> Result<Head, WireError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_OURS);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut other_coding = false;
+    let mut close = !http11;
+    for span in spans {
+        let raw_name = &head[span.name.0..span.name.1];
+        let name = HeaderName::from_bytes(raw_name)
+            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| WireError::Header(name.to_string()))?;
+        if name == CONTENT_LENGTH {
+            let n = parse_length(value.as_bytes()).ok_or(WireError::ContentLength)?;
+            // Repeated lengths must agree (RFC 9112 §6.3), or the framing is ambiguous.
+            if length.is_some_and(|prev| prev != n) {
+                return Err(WireError::ContentLength);
+            }
+            length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            // Only a final `chunked` delimits the body; any other coding means "until close".
+            let last = value
+                .as_bytes()
+                .rsplit(|b| *b == b',')
+                .next()
+                .map(<[u8]>::trim_ascii);
+            chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            other_coding = !chunked;
+        } else if name == CONNECTION {
+            let v = value.as_bytes();
+            if v.split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                close = true;
+            } else if !http11
+                && v.split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+            {
+                close = false;
+            }
+        }
+        headers.append(name, value);
+    }
+    let framing = if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Empty
+    } else if chunked {
+        // A Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3).
+        headers.remove(CONTENT_LENGTH);
+        Framing::Chunked
+    } else if other_coding {
+        headers.remove(CONTENT_LENGTH);
+        Framing::UntilClose
+    } else {
+        match length {
+            Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+            None => Framing::UntilClose,
+        }
+    };
+    Ok(Head {
+        status,
+        headers,
+        framing,
+        keep_alive: !close && framing != Framing::UntilClose,
+    })
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+/// Where a chunked body's reader stands between reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk, with this many bytes to go.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk, before the end of the trailers.
+    Trailers,
+    Done,
+}
+
+impl Chunked {
+    /// Advances over `buf`: returns body bytes when some are ready, `Ok(None)` when the state moved
+    /// without any (call again) or more bytes are needed (`buf` unchanged, state unchanged).
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Step, WireError> {
+        match *self {
+            Chunked::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *self = if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    };
+                    Ok(Step::Moved)
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    Err(WireError::Chunk)
+                }
+                Ok(httparse::Status::Partial) => Ok(Step::NeedMore),
+                Err(_) => Err(WireError::Chunk),
+            },
+            Chunked::Data(left) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
+                }
+                let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                let data = buf.split_to(take).freeze();
+                let left = left - take as u64;
+                *self = if left == 0 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(left)
+                };
+                Ok(Step::Data(data))
+            }
+            Chunked::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(WireError::Chunk);
+                }
+                buf.advance(2);
+                *self = Chunked::Size;
+                Ok(Step::Moved)
+            }
+            Chunked::Trailers => {
+                // Trailers are read and dropped; the client's own framing ends with the body.
+                let end = if buf.starts_with(b"\r\n") {
+                    Some(2)
+                } else {
+                    buf.windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map(|at| at + 4)
+                };
+                match end {
+                    Some(end) => {
+                        buf.advance(end);
+                        *self = Chunked::Done;
+                        Ok(Step::Moved)
+                    }
+                    None if buf.len() > MAX_TRAILERS => Err(WireError::Chunk),
+                    None => Ok(Step::NeedMore),
+                }
+            }
+            Chunked::Done => Ok(Step::Moved),
+        }
+    }
+}
+
+/// What one `Chunked::step` produced.
+#[derive(Debug)]
+pub enum Step {
+    Data(Bytes),
+    Moved,
+    NeedMore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, method: Method) -> Result<Option<Head>, WireError> {
+        let mut buf = BytesMut::from(text.as_bytes());
+        response_head(&mut buf, &method, &mut Vec::new())
+    }
+
+    fn encode(req: http::Request<()>, chunked: bool) -> String {
+        let mut out = Vec::new();
+        let fwd = Forwarded {
+            peer_ip: &HeaderValue::from_static("127.0.0.9"),
+            default_host: "api:8000",
+        };
+        request_head(&req.into_parts().0, chunked, &fwd, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_head_is_the_request_line_and_headers_in_order_then_ours() {
+        let req = http::Request::post("/api/items?x=1")
+            .header("host", "app.test")
+            .header("x-a", "1")
+            .header("x-a", "2")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            encode(req, true),
+            "POST /api/items?x=1 HTTP/1.1\r\nhost: app.test\r\nx-a: 1\r\nx-a: 2\r\n\
+             x-forwarded-for: 127.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: app.test\r\n\
+             transfer-encoding: chunked\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_what_a_proxy_in_front_set() {
+        let req = http::Request::get("/")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2 ")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "front.test")
+            .body(())
+            .unwrap();
+        let head = encode(req, false);
+        assert!(head.contains("x-forwarded-for: 10.0.0.1\r\n"), "{head}");
+        assert!(
+            head.contains("x-forwarded-for: 10.0.0.2, 127.0.0.9\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("x-forwarded-proto: https\r\n"), "{head}");
+        assert!(!head.contains("x-forwarded-proto: http\r\n"), "{head}");
+        assert!(head.contains("x-forwarded-host: front.test\r\n"), "{head}");
+        // No Host from the client (HTTP/1.0): the upstream's own name.
+        assert!(head.contains("host: api:8000\r\n"), "{head}");
+        let blank = http::Request::get("/")
+            .header("x-forwarded-for", " ")
+            .body(())
+            .unwrap();
+        assert!(encode(blank, false).contains("x-forwarded-for: 127.0.0.9\r\n"));
+    }
+
+    #[test]
+    fn chunks_carry_their_length_in_hex() {
+        let mut out = Vec::new();
+        chunk(&[b'x'; 26], &mut out);
+        chunk(b"", &mut out);
+        assert_eq!(&out[..4], b"1a\r\n");
+        assert_eq!(out.len(), 4 + 26 + 2);
+    }
+
+    #[test]
+    fn a_head_split_anywhere_waits_for_the_rest_and_keeps_the_body_bytes() {
+        let text = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello";
+        for cut in 1..text.len() - 5 {
+            let mut buf = BytesMut::from(&text.as_bytes()[..cut]);
+            assert!(
+                response_head(&mut buf, &Method::GET, &mut Vec::new())
+                    .unwrap()
+                    .is_none(),
+                "{cut}"
+            );
+        }
+        let mut buf = BytesMut::from(text.as_bytes());
+        let h = response_head(&mut buf, &Method::GET, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let h = head(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n\
+             HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            Method::POST,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.status, 201);
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(!h.headers.contains_key("link"));
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |text: &str, m: Method| head(text, m).unwrap().unwrap();
+        let chunked = f(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Method::GET,
+        );
+        assert_eq!(chunked.framing, Framing::Chunked);
+        assert!(!chunked.headers.contains_key(CONTENT_LENGTH));
+        let close = f("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
+        assert_eq!(close.framing, Framing::UntilClose);
+        assert!(!close.keep_alive);
+        let head_answer = f("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD);
+        assert_eq!(head_answer.framing, Framing::Empty);
+        assert_eq!(head_answer.headers[CONTENT_LENGTH], "9");
+        let not_modified = f("HTTP/1.1 304 Not Modified\r\n\r\n", Method::GET);
+        assert_eq!(not_modified.framing, Framing::Empty);
+        assert!(not_modified.keep_alive);
+        let closing = f(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(!closing.keep_alive);
+        let old = f("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET);
+        assert!(!old.keep_alive);
+        let old_kept = f(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n",
+            Method::GET,
+        );
+        assert!(old_kept.keep_alive);
+    }
+
+    #[test]
+    fn ambiguous_or_malformed_heads_are_errors() {
+        for text in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "NOPE\r\n\r\n",
+        ] {
+            assert!(head(text, Method::GET).is_err(), "{text}");
+        }
+        let agreeing = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n";
+        assert_eq!(
+            head(agreeing, Method::GET).unwrap().unwrap().framing,
+            Framing::Length(2)
+        );
+        let mut huge = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
+        huge.extend_from_slice(&vec![b'a'; MAX_HEAD_BYTES + 1]);
+        assert!(matches!(
+            response_head(&mut huge, &Method::GET, &mut Vec::new()),
+            Err(WireError::HeadTooLarge)
+        ));
+    }
+
+    /// Decodes `wire` fed in pieces of `piece` bytes.
+    fn decode(wire: &[u8], piece: usize) -> Result<(Vec<u8>, BytesMut), WireError> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        while state != Chunked::Done {
+            match state.step(&mut buf)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::Moved => {}
+                Step::NeedMore => {
+                    assert!(fed < wire.len(), "ran out of input in {state:?}");
+                    let end = (fed + piece).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+        buf.extend_from_slice(&wire[fed..]);
+        Ok((out, buf))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_they_are_split() {
+        let wire =
+            b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for piece in [1, 2, 3, 7, 64] {
+            let (body, rest) = decode(wire, piece).unwrap();
+            assert_eq!(body, b"helloabcdefghijklmnopqrstuvwxyz", "{piece}");
+            assert_eq!(&rest[..], b"NEXT", "{piece}");
+        }
+        let (body, _) = decode(b"0\r\n\r\n", 1).unwrap();
+        assert!(body.is_empty());
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for wire in [&b"zz\r\n"[..], b"5\r\nhelloXX", b"fffffffffffffffff\r\n"] {
+            assert!(
+                decode(wire, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let mut long = BytesMut::from(&b"5;"[..]);
+        long.extend_from_slice(&vec![b'e'; MAX_CHUNK_LINE + 1]);
+        assert!(Chunked::Size.step(&mut long).is_err());
+    }
+}
