@@ -224,6 +224,10 @@ impl Broker for MemoryBroker {
     fn is_up(&self) -> bool {
         true
     }
+
+    fn publishes_at_once(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

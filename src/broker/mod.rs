@@ -134,6 +134,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Whether the broker can publish right now (`/readyz`, `syncgate_broker_up`).
     fn is_up(&self) -> bool;
+
+    /// Whether `publish` does its work before it returns (no I/O to wait for), so that the
+    /// response path may publish itself instead of handing the draft to the publisher's task.
+    fn publishes_at_once(&self) -> bool {
+        false
+    }
 }
 
 // A panic while a lock is held cannot leave channel state half-written in a way later readers would
