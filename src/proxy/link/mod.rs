@@ -20,13 +20,17 @@ mod body;
 mod conn;
 mod wire;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 use http::uri::Authority;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::upstream::UpstreamError;
 use crate::body::Body;
@@ -38,6 +42,10 @@ use wire::Head;
 /// The request side, shared by the requests of one client connection.
 pub struct Link {
     home: Home,
+    /// The `request_timeout` timer, kept from one request to the next: moving a registered
+    /// timer's deadline later only stores it, where a timer per request is a timer-wheel insert
+    /// and removal each time.
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 /// Where the connection waits between two requests: the link takes it for a request, the
@@ -78,6 +86,7 @@ impl Link {
     pub fn new() -> Link {
         Link {
             home: Home::default(),
+            timer: Mutex::new(None),
         }
     }
 
@@ -92,11 +101,32 @@ impl Link {
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
     ) -> Result<Response<Body>, UpstreamError> {
-        let exchange = self.exchange(req, cfg, peer_ip);
-        match tokio::time::timeout(cfg.request_timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(UpstreamError::Timeout(cfg.request_timeout)),
-        }
+        let deadline = Instant::now() + cfg.request_timeout;
+        let taken = self
+            .timer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let mut timer = match taken {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let mut exchange = std::pin::pin!(self.exchange(req, cfg, peer_ip));
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(UpstreamError::Timeout(cfg.request_timeout))),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        *self.timer.lock().unwrap_or_else(PoisonError::into_inner) = Some(timer);
+        result
     }
 
     async fn exchange(
@@ -179,35 +209,32 @@ async fn roundtrip(conn: &mut Conn, upload: &mut Upload, method: &Method) -> Res
     std::future::poll_fn(|cx| {
         if uploading {
             match upload.poll(conn, cx) {
-                std::task::Poll::Ready(Ok(())) => uploading = false,
-                std::task::Poll::Ready(Err(UploadError::Client(e))) => {
-                    return std::task::Poll::Ready(Err(protocol(
-                        false,
-                        format!("client body: {e}"),
-                    )));
+                Poll::Ready(Ok(())) => uploading = false,
+                Poll::Ready(Err(UploadError::Client(e))) => {
+                    return Poll::Ready(Err(protocol(false, format!("client body: {e}"))));
                 }
-                std::task::Poll::Ready(Err(UploadError::Write(e))) => {
-                    return std::task::Poll::Ready(Err(protocol(true, e.to_string())));
+                Poll::Ready(Err(UploadError::Write(e))) => {
+                    return Poll::Ready(Err(protocol(true, e.to_string())));
                 }
-                std::task::Poll::Pending => {}
+                Poll::Pending => {}
             }
         }
         loop {
             match wire::response_head(&mut conn.rd, method, &mut conn.spans) {
-                Ok(Some(head)) => return std::task::Poll::Ready(Ok(head)),
+                Ok(Some(head)) => return Poll::Ready(Ok(head)),
                 Ok(None) => {}
-                Err(e) => return std::task::Poll::Ready(Err(protocol(false, e.to_string()))),
+                Err(e) => return Poll::Ready(Err(protocol(false, e.to_string()))),
             }
             let nothing_yet = conn.rd.is_empty();
             match std::task::ready!(conn.poll_fill(cx)) {
                 Ok(0) => {
-                    return std::task::Poll::Ready(Err(protocol(
+                    return Poll::Ready(Err(protocol(
                         nothing_yet,
                         "the upstream closed the connection without answering".into(),
                     )));
                 }
                 Ok(_) => {}
-                Err(e) => return std::task::Poll::Ready(Err(protocol(nothing_yet, e.to_string()))),
+                Err(e) => return Poll::Ready(Err(protocol(nothing_yet, e.to_string()))),
             }
         }
     })
