@@ -46,13 +46,24 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+def paired(rs, ng, field):
+    """Median over rounds of this peer's figure over nginx's in the same round: the machine's
+    speed drifts between rounds (nginx itself varied 1.5x across one run), and a ratio taken
+    within a round cancels that drift where a ratio of medians does not. Rows are in run order,
+    so the k-th row of each peer belongs to round k."""
+    return med(r[field] / n[field] for r, n in zip(rs, ng) if r[field] and n[field])
+
+
 def rest_table(rows):
     by = group(rows, lambda r: (r["peer"], r["method"]))
     if not by:
         return []
     out = ["## REST proxying", "",
-           "| target | method | req/s | p50 ms | p99 ms | req/s vs nginx | p99 vs nginx | errors | rounds |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+           "Ratios are to nginx: \"of medians\" divides the medians over rounds; \"paired\" is the median "
+           "of the ratios within each round (nginx and syncgate run back to back in every round).", "",
+           "| target | method | req/s | p50 ms | p99 ms | req/s vs nginx, of medians | paired | "
+           "p99 vs nginx, of medians | paired | errors | rounds |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in ("GET", "POST"):
         ng = by.get(("nginx", method), [])
         ng_rps, ng_p99 = med(r["rps"] for r in ng), med(r["p99_ms"] for r in ng)
@@ -61,8 +72,10 @@ def rest_table(rows):
             if not rs:
                 continue
             rps, p50, p99 = med(r["rps"] for r in rs), med(r["p50_ms"] for r in rs), med(r["p99_ms"] for r in rs)
+            pr, pp = paired(rs, ng, "rps"), paired(rs, ng, "p99_ms")
             out.append(f"| {peer} | {method} | {fmt(rps, 0)} | {fmt(p50)} | {fmt(p99)} | {ratio(rps, ng_rps)} | "
-                       f"{ratio(p99, ng_p99)} | {sum(r['errors'] for r in rs)} | {len(rs)} |")
+                       f"{fmt(pr) + '×' if pr else '—'} | {ratio(p99, ng_p99)} | {fmt(pp) + '×' if pp else '—'} | "
+                       f"{sum(r['errors'] for r in rs)} | {len(rs)} |")
     return out + [""]
 
 

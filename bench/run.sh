@@ -291,7 +291,11 @@ scenario_rest() {
   echo "== REST proxying: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, interleaved"
   local round peer
   for round in $(seq "$ROUNDS"); do
-    for peer in direct nginx haproxy pushpin syncgate; do
+    # nginx and syncgate back to back, in turn first, so drift between rounds cancels in the
+    # paired ratios (see bench/report.py).
+    local order="direct nginx syncgate haproxy pushpin"
+    (( round % 2 == 0 )) && order="direct syncgate nginx haproxy pushpin"
+    for peer in $order; do
       local sub=""
       case "$peer" in
         direct) PORT="$UP_PORT"; PID="" ;;
