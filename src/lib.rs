@@ -19,6 +19,7 @@ pub mod reload;
 pub(crate) mod server;
 pub mod state;
 pub mod tail;
+pub mod timer;
 pub mod workers;
 pub mod ws;
 

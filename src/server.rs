@@ -13,12 +13,13 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
 use crate::proxy::link::Link;
+use crate::timer::ConnTimer;
 
 /// What the requests of one client connection share.
 pub struct ClientConn {
@@ -45,9 +46,9 @@ pub async fn serve<H, F>(
 {
     let mut builder = http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_header_size(MAX_HEAD_BYTES)
+        .writev(false)
         .keep_alive(true);
     // Every connection task holds a sender; when all are dropped, `recv` returns None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
@@ -77,7 +78,9 @@ pub async fn serve<H, F>(
             }
         };
         let handler = handler.clone();
-        let builder = builder.clone();
+        let mut builder = builder.clone();
+        // Each connection lends its one header-read timer to each request (see `crate::timer`).
+        builder.timer(ConnTimer::default());
         let mut conn_shutdown = shutdown.clone();
         let alive = alive_tx.clone();
         crate::workers::spawn_connection(async move {

@@ -349,6 +349,40 @@ async fn a_slowloris_handshake_is_dropped() {
     );
 }
 
+/// The header-read timer is lent to each request of a connection in turn: a keep-alive
+/// connection whose second head never ends is dropped too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_second_request_on_a_kept_alive_connection_is_dropped() {
+    let h = Harness::start("").await;
+    let mut tcp = tokio::net::TcpStream::connect(h.sidecar.public_addr)
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /api/projects HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("Gemini") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the first answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    tcp.write_all(b"GET /api/projects HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(30), tcp.read(&mut buf))
+        .await
+        .expect("the half-sent second head was kept for 30 s");
+    assert!(matches!(n, Ok(0) | Err(_)), "an answer came: {n:?}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "dropped after {elapsed:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_mode_verifies_rs256_and_es256_with_public_keys() {
     use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};

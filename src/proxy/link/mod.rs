@@ -21,7 +21,6 @@ mod conn;
 mod wire;
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
@@ -30,11 +29,12 @@ use http::{HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::upstream::UpstreamError;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
+use crate::timer::Spare;
 use body::UpstreamBody;
 use conn::{Conn, Upload, UploadError};
 use wire::Head;
@@ -42,10 +42,8 @@ use wire::Head;
 /// The request side, shared by the requests of one client connection.
 pub struct Link {
     home: Home,
-    /// The `request_timeout` timer, kept from one request to the next: moving a registered
-    /// timer's deadline later only stores it, where a timer per request is a timer-wheel insert
-    /// and removal each time.
-    timer: Mutex<Option<Pin<Box<Sleep>>>>,
+    /// The `request_timeout` timer, kept from one request to the next (see `crate::timer`).
+    timer: Spare,
 }
 
 /// Where the connection waits between two requests: the link takes it for a request, the
@@ -86,7 +84,7 @@ impl Link {
     pub fn new() -> Link {
         Link {
             home: Home::default(),
-            timer: Mutex::new(None),
+            timer: Spare::default(),
         }
     }
 
@@ -102,18 +100,7 @@ impl Link {
         peer_ip: &HeaderValue,
     ) -> Result<Response<Body>, UpstreamError> {
         let deadline = Instant::now() + cfg.request_timeout;
-        let taken = self
-            .timer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let mut timer = match taken {
-            Some(mut timer) => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
+        let mut timer = self.timer.take(deadline);
         let mut exchange = std::pin::pin!(self.exchange(req, cfg, peer_ip));
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
@@ -125,7 +112,7 @@ impl Link {
             }
         })
         .await;
-        *self.timer.lock().unwrap_or_else(PoisonError::into_inner) = Some(timer);
+        self.timer.put(timer);
         result
     }
 

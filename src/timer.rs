@@ -1,0 +1,123 @@
+//! Timers kept per connection and lent out again with a new deadline.
+//!
+//! A tokio timer is a timer-wheel insert on its first poll and a removal (under the driver's
+//! lock) when dropped, while moving a registered timer's deadline later only stores the new
+//! deadline. A timer made and dropped for every request (hyper's header-read timeout, our
+//! upstream request timeout) paid the insert and the removal each time; a connection's requests
+//! come one after another, so one timer per connection, lent out and handed back, serves them all.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::time::Sleep;
+
+/// A connection's spare timer, between two uses.
+#[derive(Default)]
+pub struct Spare(Mutex<Option<Pin<Box<Sleep>>>>);
+
+impl Spare {
+    /// The spare timer set to `deadline`, or a new one when it is out (lent, or never made).
+    pub fn take(&self, deadline: tokio::time::Instant) -> Pin<Box<Sleep>> {
+        let spare = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        match spare {
+            Some(mut sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        }
+    }
+
+    pub fn put(&self, sleep: Pin<Box<Sleep>>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(sleep);
+    }
+}
+
+/// hyper's timer for one server connection, lending out the connection's spare.
+#[derive(Clone, Default)]
+pub struct ConnTimer(Arc<Spare>);
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(self.now() + duration)
+    }
+
+    /// Tokio's clock, which a test may pause.
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(Lent {
+            sleep: Some(self.0.take(deadline.into())),
+            home: Arc::clone(&self.0),
+        })
+    }
+}
+
+/// A spare out on loan; it goes back to its connection when hyper drops it.
+struct Lent {
+    sleep: Option<Pin<Box<Sleep>>>,
+    home: Arc<Spare>,
+}
+
+impl Future for Lent {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+impl hyper::rt::Sleep for Lent {}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some(sleep) = self.sleep.take() {
+            self.home.put(sleep);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::rt::Timer;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lent_timer_fires_at_its_new_deadline_each_time_it_is_lent() {
+        let timer = ConnTimer::default();
+        let start = tokio::time::Instant::now();
+        // Lent, dropped before it fires, lent again: the second loan keeps its own deadline.
+        let first = timer.sleep(Duration::from_secs(5));
+        drop(first);
+        assert!(timer.0.0.lock().unwrap().is_some(), "the timer came back");
+        // Timers fire on the millisecond after their deadline.
+        let about = |secs: u64| {
+            let elapsed = start.elapsed();
+            assert!(
+                elapsed >= Duration::from_secs(secs)
+                    && elapsed <= Duration::from_secs(secs) + Duration::from_millis(5),
+                "{elapsed:?} instead of {secs} s"
+            );
+        };
+        timer.sleep(Duration::from_secs(15)).await;
+        about(15);
+        // A fired timer lent again waits again.
+        timer.sleep(Duration::from_secs(2)).await;
+        about(17);
+        // An earlier deadline than the last one is honoured too.
+        let spare = Spare::default();
+        let late = spare.take(tokio::time::Instant::now() + Duration::from_secs(60));
+        spare.put(late);
+        let early = spare.take(tokio::time::Instant::now() + Duration::from_secs(1));
+        early.await;
+        about(18);
+    }
+}
