@@ -12,6 +12,7 @@ pub mod auth;
 pub mod body;
 pub mod broker;
 pub mod config;
+pub mod drained;
 pub mod events;
 pub mod proxy;
 pub mod publisher;

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
+use crate::drained::ClientSocket;
 use crate::proxy::link::Link;
 use crate::timer::ConnTimer;
 
@@ -99,7 +100,7 @@ pub async fn serve<H, F>(
             });
             let service = service_fn(move |req| handler(req, Arc::clone(&client)));
             let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(ClientSocket::new(stream)), service)
                 .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

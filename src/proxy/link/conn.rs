@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::wire;
 use crate::body::Body;
+use crate::drained;
 
 /// First read size; doubled while reads fill it (a download), up to `MAX_READ`.
 const FIRST_READ: usize = 8 * 1024;
@@ -26,6 +27,8 @@ pub struct Conn {
     hung_up: bool,
     /// Where the headers of the answer being read lie (kept to save an allocation per answer).
     pub spans: Vec<wire::Span>,
+    /// A short read may drop the socket's readiness (see `crate::drained`).
+    forget: bool,
 }
 
 impl Conn {
@@ -36,11 +39,13 @@ impl Conn {
             read_size: FIRST_READ,
             hung_up: false,
             spans: Vec::new(),
+            forget: drained::may_forget_readiness(),
         }
     }
 
     /// Whether an idle connection can carry another request: the upstream has neither closed it
-    /// (its keep-alive ran out) nor sent anything unasked. Costs one `recv` at most.
+    /// (its keep-alive ran out) nor sent anything unasked. Costs one `recv` at most, and none
+    /// when the last read emptied the socket (see `crate::drained`) and nothing came since.
     pub fn still_open(&mut self) -> bool {
         if self.hung_up || !self.rd.is_empty() {
             return false;
@@ -67,6 +72,9 @@ impl Conn {
                 Ok(n) => {
                     if n == room && self.read_size < MAX_READ {
                         self.read_size *= 2;
+                    }
+                    if self.forget && n > 0 && n < room {
+                        drained::forget_readiness(&self.tcp);
                     }
                     return Poll::Ready(Ok(n));
                 }
