@@ -29,6 +29,10 @@ pub fn forget_readiness(tcp: &TcpStream) {
     });
 }
 
+/// What hyper serves a client connection over; an upgraded WebSocket is downcast back to it to get
+/// the socket for direct writes (`ws::handshake`), so both name this one type.
+pub type ServedIo = hyper_util::rt::TokioIo<ClientSocket>;
+
 /// A client connection's socket that drops its readiness after a short read.
 pub struct ClientSocket {
     tcp: TcpStream,
@@ -41,6 +45,12 @@ impl ClientSocket {
             tcp,
             forget: may_forget_readiness(),
         }
+    }
+
+    /// The socket, for a WebSocket's direct writes. Its reads keep the short-read rule only
+    /// through this wrapper; the WebSocket reads through `ws::outlet::OutletIo` instead.
+    pub fn into_inner(self) -> TcpStream {
+        self.tcp
     }
 }
 

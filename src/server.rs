@@ -13,12 +13,11 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
-use crate::drained::ClientSocket;
+use crate::drained::{ClientSocket, ServedIo};
 use crate::proxy::link::Link;
 use crate::timer::ConnTimer;
 
@@ -100,7 +99,7 @@ pub async fn serve<H, F>(
             });
             let service = service_fn(move |req| handler(req, Arc::clone(&client)));
             let conn = builder
-                .serve_connection(TokioIo::new(ClientSocket::new(stream)), service)
+                .serve_connection(ServedIo::new(ClientSocket::new(stream)), service)
                 .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             tokio::select! {

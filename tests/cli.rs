@@ -740,6 +740,10 @@ async fn events_and_room_messages_in_order(env: &[(&str, &str)]) {
         let expected: Vec<u64> = (1..=MUTATIONS).collect();
         assert_eq!(got, expected, "socket {n} saw every event once, in order");
     }
+    // Every socket got its events the fast way: straight from the fan-out, not through its task
+    // (the upgraded connection is downcast to the server's own socket type for that).
+    let logs = sidecar.proc.stderr();
+    assert!(!logs.contains("without direct writes"), "{logs}");
     // Room messages cross loops too: every other member hears each one.
     // The join follows the `subscribed` reply; the presence snapshot is what says it is done.
     for ws in sockets.iter_mut() {

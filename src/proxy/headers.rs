@@ -1,7 +1,6 @@
 //! Header hygiene between client and upstream: hop-by-hop headers stay on their hop, and the
 //! upstream learns who the real client was.
 
-use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -54,28 +53,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Appends the peer (its IP, formatted once per connection) to `X-Forwarded-For` and fills
-/// `-Proto`/`-Host` unless a proxy in front did.
-pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
-    // One lookup per header through `entry`: each costs a hash of the name.
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(mut prev) => {
-            let appended = match prev.get().to_str() {
-                Ok(list) if !list.trim().is_empty() => HeaderValue::from_str(&format!(
-                    "{list}, {}",
-                    peer_ip.to_str().unwrap_or("unknown")
-                ))
-                .ok(),
-                _ => Some(peer_ip.clone()),
-            };
-            if let Some(v) = appended {
-                prev.insert(v);
-            }
-        }
-        Entry::Vacant(slot) => {
-            slot.insert(peer_ip.clone());
+/// The `X-Forwarded-For` value: the lines a proxy in front sent, joined into one list, then the
+/// peer, as nginx's `$proxy_add_x_forwarded_for`. One line, because readers such as Starlette's
+/// take the first line only. Blank lines and lines that are not plain text are dropped.
+pub fn write_forwarded_for<'a>(
+    prior: impl IntoIterator<Item = &'a HeaderValue>,
+    peer_ip: &HeaderValue,
+    out: &mut Vec<u8>,
+) {
+    for list in prior {
+        let list = list.as_bytes().trim_ascii();
+        if !list.is_empty() && list.iter().all(|b| (0x20..0x7f).contains(b)) {
+            out.extend_from_slice(list);
+            out.extend_from_slice(b", ");
         }
     }
+    out.extend_from_slice(peer_ip.as_bytes());
+}
+
+/// Sets `X-Forwarded-For` (see `write_forwarded_for`) and fills `-Proto`/`-Host` unless a proxy
+/// in front did. For the pooled client; the client connection's own link writes the same headers
+/// with the request head.
+pub fn add_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let mut list = Vec::new();
+    write_forwarded_for(headers.get_all(X_FORWARDED_FOR), peer_ip, &mut list);
+    let value = HeaderValue::from_bytes(&list).unwrap_or_else(|_| peer_ip.clone());
+    headers.insert(X_FORWARDED_FOR, value);
     headers
         .entry(X_FORWARDED_PROTO)
         .or_insert(HeaderValue::from_static("http"));
@@ -110,8 +113,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.test"));
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.2"));
         add_forwarded(&mut h, &HeaderValue::from_static("127.0.0.9"));
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.9");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.test");
     }

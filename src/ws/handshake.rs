@@ -6,7 +6,6 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -145,13 +144,13 @@ pub async fn accept(
         let _slot = slot;
         match on_upgrade.await {
             // The server's own socket type: the outlet can then write to it directly.
-            Ok(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(upgraded) => match upgraded.downcast::<crate::drained::ServedIo>() {
                 Ok(parts) => {
                     // Copied out, so hyper's whole read buffer, which `read_buf` is a slice of,
                     // is not kept for the life of the socket.
                     let early = parts.read_buf.to_vec();
                     drop(parts.read_buf);
-                    let stream = Arc::new(parts.io.into_inner());
+                    let stream = Arc::new(parts.io.into_inner().into_inner());
                     let metrics = Arc::clone(&shared.metrics);
                     let outlet = Arc::new(Outlet::new(Some(Arc::clone(&stream)), metrics));
                     let io = OutletIo::new(stream, Arc::clone(&outlet));
@@ -165,6 +164,8 @@ pub async fn accept(
                     connection::serve(ws, shared, session, outlet).await;
                 }
                 Err(upgraded) => {
+                    // Not the type `server` serves: every event goes through the socket's task.
+                    tracing::warn!("websocket served without direct writes");
                     let outlet = Arc::new(Outlet::new(None, Arc::clone(&shared.metrics)));
                     let io = TokioIo::new(upgraded);
                     let ws =

@@ -11,6 +11,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 
+use crate::proxy::headers::write_forwarded_for;
+
 /// Most headers an answer may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -50,8 +52,7 @@ pub struct Forwarded<'a> {
 
 /// Writes the request line and headers; `chunked` adds the framing of a body of unknown length.
 ///
-/// The client is appended to the last `X-Forwarded-For` line (readers such as Starlette's take
-/// the first line only, so a line of our own would go unseen); `X-Forwarded-Proto` and
+/// `X-Forwarded-For` is one line (see `headers::write_forwarded_for`); `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` are set unless a proxy in front set them.
 pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out: &mut Vec<u8>) {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -62,13 +63,10 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
     let mut host: Option<&HeaderValue> = None;
     let mut has_proto = false;
     let mut has_fwd_host = false;
-    // The last X-Forwarded-For line, held back to be written with the client appended.
-    let mut last_xff: Option<&HeaderValue> = None;
+    let mut has_xff = false;
     for (name, value) in &parts.headers {
         if *name == X_FORWARDED_FOR {
-            if let Some(prev) = last_xff.replace(value) {
-                line(out, X_FORWARDED_FOR.as_str(), prev.as_bytes());
-            }
+            has_xff = true;
             continue;
         }
         if *name == HOST {
@@ -88,14 +86,9 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
         }
     };
     out.extend_from_slice(b"x-forwarded-for: ");
-    match last_xff.map(|v| v.as_bytes().trim_ascii()) {
-        Some(list) if !list.is_empty() && list.iter().all(|b| (0x20..0x7f).contains(b)) => {
-            out.extend_from_slice(list);
-            out.extend_from_slice(b", ");
-        }
-        _ => {}
-    }
-    out.extend_from_slice(fwd.peer_ip.as_bytes());
+    // The lookup only when a proxy in front sent some.
+    let prior = has_xff.then(|| parts.headers.get_all(X_FORWARDED_FOR));
+    write_forwarded_for(prior.into_iter().flatten(), fwd.peer_ip, out);
     out.extend_from_slice(b"\r\n");
     if !has_proto {
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
@@ -451,11 +444,11 @@ mod tests {
             .body(())
             .unwrap();
         let head = encode(req, false);
-        assert!(head.contains("x-forwarded-for: 10.0.0.1\r\n"), "{head}");
         assert!(
-            head.contains("x-forwarded-for: 10.0.0.2, 127.0.0.9\r\n"),
+            head.contains("x-forwarded-for: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\n"),
             "{head}"
         );
+        assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
         assert!(head.contains("x-forwarded-proto: https\r\n"), "{head}");
         assert!(!head.contains("x-forwarded-proto: http\r\n"), "{head}");
         assert!(head.contains("x-forwarded-host: front.test\r\n"), "{head}");
