@@ -51,7 +51,7 @@ def paired(rs, ng, field):
     speed drifts between rounds (nginx itself varied 1.5x across one run), and a ratio taken
     within a round cancels that drift where a ratio of medians does not. Rows are in run order,
     so the k-th row of each peer belongs to round k."""
-    return med(r[field] / n[field] for r, n in zip(rs, ng) if r[field] and n[field])
+    return med(r[field] / n[field] for r, n in zip(rs, ng) if r.get(field) and n.get(field))
 
 
 def rest_table(rows):
@@ -62,8 +62,8 @@ def rest_table(rows):
            "Ratios are to nginx: \"of medians\" divides the medians over rounds; \"paired\" is the median "
            "of the ratios within each round (nginx and syncgate run back to back in every round).", "",
            "| target | method | req/s | p50 ms | p99 ms | req/s vs nginx, of medians | paired | "
-           "p99 vs nginx, of medians | paired | errors | rounds |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "p99 vs nginx, of medians | paired | CPU µs per request | vs nginx, paired | errors | rounds |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for method in ("GET", "POST"):
         ng = by.get(("nginx", method), [])
         ng_rps, ng_p99 = med(r["rps"] for r in ng), med(r["p99_ms"] for r in ng)
@@ -73,8 +73,11 @@ def rest_table(rows):
                 continue
             rps, p50, p99 = med(r["rps"] for r in rs), med(r["p50_ms"] for r in rs), med(r["p99_ms"] for r in rs)
             pr, pp = paired(rs, ng, "rps"), paired(rs, ng, "p99_ms")
+            cpu = med(r.get("cpu_us_per_request") for r in rs)
+            pc = paired(rs, ng, "cpu_us_per_request")
             out.append(f"| {peer} | {method} | {fmt(rps, 0)} | {fmt(p50)} | {fmt(p99)} | {ratio(rps, ng_rps)} | "
                        f"{fmt(pr) + '×' if pr else '—'} | {ratio(p99, ng_p99)} | {fmt(pp) + '×' if pp else '—'} | "
+                       f"{fmt(cpu, 1)} | {fmt(pc) + '×' if pc else '—'} | "
                        f"{sum(r['errors'] for r in rs)} | {len(rs)} |")
     return out + [""]
 

@@ -280,11 +280,28 @@ record_as() { # scenario loadgen-json-line
 
 # --- REST proxying --------------------------------------------------------------------------------
 
-wrk_run() { # label method url
-  local label="$1" method="$2" url="$3" script=() text
+# CPU time (user + system, clock ticks) of a process and all its descendants.
+tree_ticks() { # pid
+  local total=0 child
+  local -a f
+  [[ -r "/proc/$1/stat" ]] || { echo 0; return; }
+  # Fields after the command name (which sits in parentheses and may hold spaces).
+  read -r -a f <<<"$(sed 's/^.*) //' "/proc/$1/stat")"
+  total=$(( f[11] + f[12] ))
+  for child in $(pgrep -P "$1" 2>/dev/null); do
+    total=$(( total + $(tree_ticks "$child") ))
+  done
+  echo "$total"
+}
+
+wrk_run() { # label method url [pid of the peer, for its CPU time]
+  local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
   [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
+  [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
   text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
-  python3 "$ROOT/bench/wrk_json.py" "$label" "$method" <<<"$text" >>"$RESULTS"
+  [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"
+  python3 "$ROOT/bench/wrk_json.py" "$label" "$method" "$(( after - before ))" "$(getconf CLK_TCK)" \
+    <<<"$text" >>"$RESULTS"
 }
 
 scenario_rest() {
@@ -311,7 +328,7 @@ scenario_rest() {
           ;;
       esac
       for method in GET POST; do
-        wrk_run "$peer" "$method" "http://127.0.0.1:$PORT/api/projects"
+        wrk_run "$peer" "$method" "http://127.0.0.1:$PORT/api/projects" "$PID"
       done
       echo "   round $round: $peer done"
       [[ -n "$sub" ]] && stop "$sub"

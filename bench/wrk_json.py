@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns wrk's --latency text (stdin) into one JSON result line: requests/s, p50/p99 ms, errors."""
+"""Turns wrk's --latency text (stdin) into one JSON result line: requests/s, p50/p99 ms, errors,
+and, given the peer's CPU clock ticks over the run and the tick rate, its CPU µs per request."""
 import json
 import re
 import sys
@@ -29,6 +30,9 @@ def main():
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     errors += sum(int(g) for g in m.groups()) if m else 0
     out["errors"] = errors
+    if len(sys.argv) > 4 and out["requests"] and int(sys.argv[3]) > 0:
+        ticks, per_s = int(sys.argv[3]), int(sys.argv[4])
+        out["cpu_us_per_request"] = ticks / per_s * 1e6 / out["requests"]
     print(json.dumps(out))
 
 
