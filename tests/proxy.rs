@@ -458,3 +458,21 @@ async fn an_early_answer_to_a_large_upload_leaves_the_connection_usable() {
     println!("both answers on one connection");
     let _ = writer.await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_reaches_the_client_whole() {
+    let h = Harness::start("").await;
+    // The upstream sends 300,000 bytes in chunks of 64 KiB without a length: the sidecar reads
+    // them off its upstream connection by their chunked framing and streams them on.
+    for _ in 0..3 {
+        let r = common::get(&h.url("/api/big?bytes=300000&chunked=1")).await;
+        assert_eq!(r.status, 200);
+        assert!(r.headers.get("content-length").is_none(), "{:?}", r.headers);
+        assert_eq!(r.body.len(), 300_000);
+        assert!(r.body.iter().all(|b| *b == b'x'));
+    }
+    // The length-delimited answer of the same size too.
+    let r = common::get(&h.url("/api/big?bytes=300000")).await;
+    assert_eq!(r.headers["content-length"], "300000");
+    assert_eq!(r.body.len(), 300_000);
+}

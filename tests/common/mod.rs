@@ -151,8 +151,14 @@ async fn test_api(
             .body(full("{}"))
             .unwrap(),
         (&Method::GET, ["api", "big"]) => {
-            // Streams `?bytes=N` bytes in 64 KiB chunks without ever holding more than one.
-            let total: u64 = query.strip_prefix("bytes=").and_then(|n| n.parse().ok()).unwrap_or(0);
+            // Streams `?bytes=N` bytes in 64 KiB chunks without ever holding more than one;
+            // `&chunked=1` leaves the length out, so the answer goes chunked.
+            let total: u64 = query
+                .split('&')
+                .find_map(|pair| pair.strip_prefix("bytes="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let chunked = query.split('&').any(|pair| pair == "chunked=1");
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_util::stream::unfold(total, move |left| {
                 let chunk = chunk.clone();
@@ -164,10 +170,11 @@ async fn test_api(
                     Some((Ok::<_, Infallible>(Frame::data(chunk.slice(..n))), left - n as u64))
                 }
             });
-            Response::builder()
-                .header("content-length", total.to_string())
-                .body(BodyExt::boxed(StreamBody::new(stream)))
-                .unwrap()
+            let mut resp = Response::builder();
+            if !chunked {
+                resp = resp.header("content-length", total.to_string());
+            }
+            resp.body(BodyExt::boxed(StreamBody::new(stream))).unwrap()
         }
         (&Method::POST, ["api", "upload"]) => {
             // Counts an upload as it streams, answering with the byte count.
