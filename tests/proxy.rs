@@ -476,3 +476,64 @@ async fn a_chunked_answer_reaches_the_client_whole() {
     assert_eq!(r.headers["content-length"], "300000");
     assert_eq!(r.body.len(), 300_000);
 }
+
+/// An upstream that sends its answer's head as soon as a request's head is in, then reads the
+/// whole body (its `Content-Length`) before it sends the answer's body: the byte count.
+async fn answers_while_reading_upstream() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64 * 1024];
+                let head_end = loop {
+                    if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                let answer =
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\n";
+                if s.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut body = got.len() - head_end;
+                while body < length {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => body += k,
+                    }
+                }
+                let _ = s.write_all(format!("{body:07}").as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_goes_on_while_the_answer_that_came_early_streams() {
+    let h = Harness::start_with_upstream(answers_while_reading_upstream().await, "").await;
+    // 4 MiB is more than the sockets' buffers hold: the answer's head arrives while most of the
+    // upload is still to be sent, and its body only once the upload is whole.
+    let upload = "x".repeat(4 * 1024 * 1024);
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        common::http(Method::POST, &h.url("/api/upload"), &[], &upload),
+    )
+    .await
+    .expect("the upload stalled once the answer's head had arrived");
+    assert_eq!(r.status, 200);
+    assert_eq!(&r.body[..], b"4194304");
+}
