@@ -268,6 +268,22 @@ impl OneConnection {
     }
 }
 
+/// An upstream written by hand: `serve` runs on each connection it accepts.
+async fn raw_upstream<F, Fut>(serve: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
 /// An upstream that answers one request per connection and then hangs up without saying so (as
 /// an idle keep-alive timeout does), counting the connections it accepted.
 async fn one_shot_upstream() -> (
@@ -276,31 +292,28 @@ async fn one_shot_upstream() -> (
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => head.extend_from_slice(&buf[..k]),
-                    }
+    let addr = raw_upstream(move |mut s| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => head.extend_from_slice(&buf[..k]),
                 }
-                let body = format!("{{\"conn\":{n}}}");
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(answer.as_bytes()).await;
-            });
+            }
+            let body = format!("{{\"conn\":{n}}}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(answer.as_bytes()).await;
         }
-    });
+    })
+    .await;
     (addr, accepted)
 }
 
@@ -331,36 +344,31 @@ async fn a_client_connection_survives_the_upstream_closing_its_connection() {
 /// after reading it: the request was sent, and the connection failed under it.
 async fn hangs_up_on_second_request_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 4096];
-                for answered in 0..2 {
-                    loop {
-                        let heads = got.windows(4).filter(|w| w == b"\r\n\r\n").count();
-                        if heads > answered {
-                            break;
-                        }
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => got.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                    if answered == 1 {
-                        return; // read the second request, then hang up without an answer
-                    }
-                    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
-                    if s.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
+    raw_upstream(|mut s| async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for answered in 0..2 {
+            loop {
+                let heads = got.windows(4).filter(|w| w == b"\r\n\r\n").count();
+                if heads > answered {
+                    break;
                 }
-            });
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => got.extend_from_slice(&buf[..k]),
+                }
+            }
+            if answered == 1 {
+                return; // read the second request, then hang up without an answer
+            }
+            let answer =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+            if s.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,45 +489,38 @@ async fn a_chunked_answer_reaches_the_client_whole() {
 /// whole body (its `Content-Length`) before it sends the answer's body: the byte count.
 async fn answers_while_reading_upstream() -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut got = Vec::new();
-                let mut buf = [0u8; 64 * 1024];
-                let head_end = loop {
-                    if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break at + 4;
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                let answer =
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\n";
-                if s.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut body = got.len() - head_end;
-                while body < length {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => body += k,
-                    }
-                }
-                let _ = s.write_all(format!("{body:07}").as_bytes()).await;
-            });
+    raw_upstream(|mut s| async move {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        let head_end = loop {
+            if let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 7\r\n\r\n";
+        if s.write_all(answer.as_bytes()).await.is_err() {
+            return;
         }
-    });
-    addr
+        let mut body = got.len() - head_end;
+        while body < length {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(k) => body += k,
+            }
+        }
+        let _ = s.write_all(format!("{body:07}").as_bytes()).await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
