@@ -280,18 +280,20 @@ record_as() { # scenario loadgen-json-line
 
 # --- REST proxying --------------------------------------------------------------------------------
 
-# CPU time (user + system, clock ticks) of a process and all its descendants.
+# CPU time (user + system, clock ticks) of a process and all its descendants, from /proc alone
+# (one pass over every process's stat line: pid, (command), state, parent, ..., utime, stime).
 tree_ticks() { # pid
-  local total=0 child
-  local -a f
-  [[ -r "/proc/$1/stat" ]] || { echo 0; return; }
-  # Fields after the command name (which sits in parentheses and may hold spaces).
-  read -r -a f <<<"$(sed 's/^.*) //' "/proc/$1/stat")"
-  total=$(( f[11] + f[12] ))
-  for child in $(pgrep -P "$1" 2>/dev/null); do
-    total=$(( total + $(tree_ticks "$child") ))
-  done
-  echo "$total"
+  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+    { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; ticks[pid] = $12 + $13 }
+    END {
+      n = 0
+      for (p in parent) {
+        q = p
+        while (q != root && (q in parent) && q + 0 > 1) q = parent[q]
+        if (q == root) n += ticks[p]
+      }
+      print n
+    }'
 }
 
 wrk_run() { # label method url [pid of the peer, for its CPU time]

@@ -128,13 +128,14 @@ impl Upload {
         }
     }
 
-    /// A bodiless request, to be sent again on a fresh connection: its head is still whole.
-    pub fn rewind(&mut self) -> bool {
-        if self.body.is_some() || self.chunked {
-            return false;
-        }
+    /// A bodiless request, to be sent again on a fresh connection: its head is still whole (a
+    /// request with a body is never sent twice, see `link::exchange`).
+    pub fn rewind(&mut self) {
+        debug_assert!(
+            self.body.is_none() && !self.chunked,
+            "only a bodiless request"
+        );
         self.sent = 0;
-        true
     }
 
     pub fn is_done(&self) -> bool {

@@ -141,8 +141,9 @@ impl Link {
         loop {
             match roundtrip(&mut conn, &mut upload, &parts.method).await {
                 Ok(head) => return Ok(self.answer(conn, upload, head, &cfg.authority)),
-                Err(f) if reused && f.before_answer && replayable && upload.rewind() => {
+                Err(f) if reused && f.before_answer && replayable => {
                     tracing::debug!(error = %f.error, "reused upstream connection failed; sending again");
+                    upload.rewind();
                     conn = connect(cfg).await?;
                     reused = false;
                 }
