@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::events::EventMatcher;
+use crate::proxy::reads::Reads;
 use crate::proxy::upstream::Upstream;
 use crate::publisher::Publisher;
 use crate::ws::rooms::Rooms;
@@ -24,6 +25,7 @@ pub struct Settings {
     pub config: Config,
     pub matcher: EventMatcher,
     pub auth: Authenticator,
+    pub reads: Reads,
 }
 
 impl Settings {
@@ -35,6 +37,7 @@ impl Settings {
             config,
             matcher,
             auth,
+            reads: Reads::default(),
         })
     }
 }

@@ -5,6 +5,7 @@
 //! match on them, so they are spelled out in one place here. This module only counts and encodes; it
 //! does not serve HTTP (the admin listener does, with [`CONTENT_TYPE`]).
 
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::Method;
@@ -47,6 +48,7 @@ const WS_DROP_REASONS: [&str; 4] = [
 /// The request method as a label value without allocating: the standard methods are a closed set,
 /// and anything else is folded into `OTHER` so a client cannot mint unbounded series.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[repr(u8)]
 enum MethodLabel {
     Get,
     Head,
@@ -122,6 +124,13 @@ struct TypeLabel {
     r#type: String,
 }
 
+/// Statuses whose `http_requests` series are kept at hand (`Metrics::http_series`).
+const KEPT_STATUSES: std::ops::Range<u16> = 100..600;
+const METHOD_LABELS: usize = MethodLabel::Other as usize + 1;
+
+/// Event types whose series are kept at hand; past this, types are counted through the family.
+const KEPT_EVENT_TYPES: usize = 1024;
+
 /// Every metric the sidecar exports, registered once and shared (`Arc<Metrics>`).
 ///
 /// The handles below are cheap clones of what the registry holds (prometheus-client metrics are
@@ -131,11 +140,17 @@ struct TypeLabel {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
+    /// `http_requests`' series by method and status, each found in the family once. A family
+    /// lookup hashes the labels with SipHash under a lock, a cost on every request that this
+    /// index of handles to the same counters does not have.
+    http_series: Box<[OnceLock<Counter>]>,
     http_duration: Histogram,
     upstream_errors: Family<KindLabel, Counter>,
     ws_connections: Gauge,
     sse_connections: Gauge,
     events_published: Family<TypeLabel, Counter>,
+    /// `events_published`' series by type, likewise: the family's lookup also copies the type.
+    event_series: RwLock<foldhash::HashMap<Box<str>, Counter>>,
     event_delivery: Histogram,
     ws_dropped: Family<ReasonLabel, Counter>,
     broker_up: Gauge,
@@ -211,11 +226,15 @@ impl Metrics {
         Metrics {
             registry,
             http_requests,
+            http_series: (0..METHOD_LABELS * KEPT_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             http_duration,
             upstream_errors,
             ws_connections,
             sse_connections,
             events_published,
+            event_series: RwLock::default(),
             event_delivery,
             ws_dropped,
             broker_up,
@@ -228,7 +247,16 @@ impl Metrics {
             method: MethodLabel::from_method(method),
             status,
         };
-        self.http_requests.get_or_create(&labels).inc();
+        let family = || self.http_requests.get_or_create(&labels).clone();
+        if KEPT_STATUSES.contains(&status) {
+            let at = labels.method as usize * KEPT_STATUSES.len()
+                + usize::from(status - KEPT_STATUSES.start);
+            if let Some(series) = self.http_series.get(at) {
+                series.get_or_init(family).inc();
+            }
+        } else {
+            family().inc();
+        }
         self.http_duration.observe(elapsed.as_secs_f64());
     }
 
@@ -259,10 +287,27 @@ impl Metrics {
 
     /// `syncgate_events_published_total{type}`.
     pub fn event_published(&self, event_type: &str) {
+        let kept = self
+            .event_series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(event_type)
+            .map(Counter::inc);
+        if kept.is_some() {
+            return;
+        }
         let labels = TypeLabel {
             r#type: event_type.to_owned(),
         };
-        self.events_published.get_or_create(&labels).inc();
+        let series = self.events_published.get_or_create(&labels).clone();
+        series.inc();
+        let mut kept = self
+            .event_series
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT_EVENT_TYPES {
+            kept.insert(event_type.into(), series);
+        }
     }
 
     /// `syncgate_event_delivery_seconds`: from the upstream's answer (event ts) to the frame being written.
@@ -364,6 +409,53 @@ mod tests {
         assert_eq!(sample(&text, published).as_deref(), Some("1"), "{text}");
         let dropped = r#"syncgate_ws_dropped_total{reason="message_too_big"}"#;
         assert_eq!(sample(&text, dropped).as_deref(), Some("1"), "{text}");
+    }
+
+    #[test]
+    fn series_kept_at_hand_count_into_the_exported_ones() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.observe_http(&Method::GET, 200, Duration::ZERO);
+            m.observe_http(&Method::DELETE, 599, Duration::ZERO);
+            m.event_published("task_updated");
+        }
+        // Outside the statuses kept at hand: counted through the family alone.
+        m.observe_http(&Method::GET, 999, Duration::ZERO);
+        m.observe_http(&Method::GET, 999, Duration::ZERO);
+        // Past the event types kept at hand, too.
+        for i in 0..KEPT_EVENT_TYPES {
+            m.event_published(&format!("type_{i}"));
+        }
+        m.event_published("one_more");
+        m.event_published("one_more");
+        let text = m.encode();
+
+        for (series, count) in [
+            (
+                r#"syncgate_http_requests_total{method="GET",status="200"}"#,
+                "3",
+            ),
+            (
+                r#"syncgate_http_requests_total{method="DELETE",status="599"}"#,
+                "3",
+            ),
+            (
+                r#"syncgate_http_requests_total{method="GET",status="999"}"#,
+                "2",
+            ),
+            (
+                r#"syncgate_events_published_total{type="task_updated"}"#,
+                "3",
+            ),
+            (r#"syncgate_events_published_total{type="type_0"}"#, "1"),
+            (r#"syncgate_events_published_total{type="one_more"}"#, "2"),
+        ] {
+            assert_eq!(
+                sample(&text, series).as_deref(),
+                Some(count),
+                "{series} in:\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -17,13 +17,14 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::json_scan::{self, Member, Top};
 use super::{BodyPrefix, Data};
 
 /// A complete body that is valid JSON, with its top-level members found in the same pass.
 pub(super) struct Doc<'a> {
     text: &'a str,
     /// The members, in order, when the body is an object.
-    top: Option<Vec<(Key<'a>, &'a RawValue)>>,
+    top: Option<Vec<Member<'a>>>,
 }
 
 /// The text of a valid JSON value inside a `Doc`.
@@ -37,17 +38,9 @@ pub(super) fn parse(body: BodyPrefix<'_>) -> Option<Doc<'_>> {
         return None;
     }
     let text = std::str::from_utf8(body.bytes).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let top = match de
-        .deserialize_map(TopLevel)
-        .and_then(|top| de.end().map(|()| top))
-    {
-        Ok(members) => Some(members),
-        // Not an object (or not JSON at all): validated whole, read from its text.
-        Err(_) => {
-            serde_json::from_str::<&RawValue>(text).ok()?;
-            None
-        }
+    let top = match json_scan::scan(text)? {
+        Top::Object(members) => Some(members),
+        Top::Other => None,
     };
     Some(Doc { text, top })
 }
@@ -59,11 +52,19 @@ impl<'a> Doc<'a> {
             Some(members) => members
                 .iter()
                 .rev()
-                .find(|(k, _)| k.as_str() == key)
-                .map(|(_, v)| Json(v.get())),
+                .find(|m| is_key(m, key))
+                .map(|m| Json(m.value)),
             None => Json(self.text).child(key),
         }
     }
+}
+
+/// Whether a member's key is `key`, once its escapes (rare in keys) are decoded.
+fn is_key(member: &Member<'_>, key: &str) -> bool {
+    if !member.key_escaped {
+        return member.key == key;
+    }
+    serde_json::from_str::<String>(&format!("\"{}\"", member.key)).is_ok_and(|k| k == key)
 }
 
 impl<'a> Json<'a> {
@@ -264,25 +265,6 @@ impl<'de> Visitor<'de> for Child<'_> {
             index += 1;
         }
         Ok(found)
-    }
-}
-
-/// Reads an object, keeping its top-level members and skipping what is inside them.
-struct TopLevel;
-
-impl<'de> Visitor<'de> for TopLevel {
-    type Value = Vec<(Key<'de>, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key::<Key<'de>>()? {
-            members.push((key, map.next_value::<&'de RawValue>()?));
-        }
-        Ok(members)
     }
 }
 

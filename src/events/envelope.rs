@@ -94,21 +94,11 @@ fn is_plain(s: &str) -> bool {
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
-/// Appends `n` in decimal (without the formatting machinery: twice per envelope, once per GET's
-/// `X-Sync-Position` entry).
-pub(crate) fn number(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // ASCII digits are always UTF-8.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
+/// Appends `n` in decimal. `itoa` writes two digits per step from a table, where the formatting
+/// machinery (or a digit-by-digit loop) took a few hundred instructions for a millisecond `ts`;
+/// it runs twice per envelope and once per `X-Sync-Position` entry.
+pub(crate) fn number(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 #[cfg(test)]

@@ -7,8 +7,7 @@
 //! or deliver them (proxy and broker do), and it never panics on any path or body.
 
 use crate::ws::protocol::valid_channel;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use http::Method;
 use regex::{Regex, RegexSet};
@@ -18,6 +17,7 @@ use super::rest::{self, Action, RestTarget, dedup};
 use super::template::Vars;
 use super::{BodyPrefix, Data, EmitContext, EventDraft};
 use crate::config::{EventRule, EventsConfig};
+use crate::memo::PathMemo;
 
 /// Compiled event rules; built once per config.
 #[derive(Debug)]
@@ -29,13 +29,13 @@ pub struct EventMatcher {
     /// `events.auto.prefix` without a trailing slash. Also used to name the resource of rule events,
     /// so it is kept even when the automatic convention is off.
     prefix: String,
-    /// The channels of paths read lately, shared by every loop (see `read_channels`).
-    reads: Mutex<HashMap<Box<str>, Arc<[String]>>>,
+    /// The plans of paths written lately, one memory per method of `MEMO_METHODS`.
+    plans: [PathMemo<Option<Arc<EventPlan>>>; MEMO_METHODS.len()],
 }
 
-/// Paths whose read channels are remembered; past this the memory starts over, so paths with
-/// ids in them (one entry per item read) cannot grow it without bound.
-const REMEMBERED_READS: usize = 4096;
+/// The methods whose plans are remembered: the ones that emit by the convention. A rule may list
+/// others; their plans are worked out each time.
+const MEMO_METHODS: [Method; 4] = [Method::POST, Method::PUT, Method::PATCH, Method::DELETE];
 
 /// What one request will emit if its answer is 2xx; decided before the request is forwarded.
 #[derive(Debug, Clone)]
@@ -156,7 +156,7 @@ impl EventMatcher {
             rule_paths,
             auto,
             prefix: cfg.auto.prefix.trim_end_matches('/').to_owned(),
-            reads: Mutex::default(),
+            plans: Default::default(),
         }
     }
 
@@ -164,12 +164,21 @@ impl EventMatcher {
     ///
     /// `path` is the request path without its query string. GET/HEAD/OPTIONS/TRACE/CONNECT never emit,
     /// even if a rule lists them: SPEC says reads emit nothing, and this keeps reads allocation-free.
-    pub fn plan(&self, method: &Method, path: &str) -> Option<EventPlan> {
+    /// A plan depends only on the method, the path and this matcher, so it is remembered by path
+    /// (`memo.rs`): a second POST to `/api/projects` skips the regexes and the parse.
+    pub fn plan(&self, method: &Method, path: &str) -> Option<Arc<EventPlan>> {
         if is_safe(method) {
             return None;
         }
-        self.rule_plan(method, path)
-            .or_else(|| self.auto_plan(method, path))
+        let work = || {
+            self.rule_plan(method, path)
+                .or_else(|| self.auto_plan(method, path))
+                .map(Arc::new)
+        };
+        match MEMO_METHODS.iter().position(|m| m == method) {
+            Some(i) => self.plans[i].get_or_work(path, work),
+            None => work(),
+        }
     }
 
     /// The channels a GET of `path` belongs to by the REST convention (for `X-Sync-Position`).
@@ -179,29 +188,12 @@ impl EventMatcher {
     /// paths, or when the convention is disabled. Explicit rules are not consulted: they describe
     /// mutations, and a read has no response-dependent template values to render them with.
     ///
-    /// They depend only on the path and this matcher (rebuilt on reload), and working them out
-    /// (parse, exclude patterns, name checks) cost more than the rest of our own work on a GET,
-    /// so they are remembered by path.
+    /// Worked out each time: the proxy remembers them with the rest of what a read is owed
+    /// (`proxy::reads`).
     pub fn read_channels(&self, path: &str) -> Arc<[String]> {
-        let remembered = self
-            .reads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(path)
-            .cloned();
-        if let Some(channels) = remembered {
-            return channels;
-        }
-        let channels: Arc<[String]> = self
-            .auto_target_channels(path)
+        self.auto_target_channels(path)
             .map(|(_, channels)| channels.into())
-            .unwrap_or_default();
-        let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-        if reads.len() >= REMEMBERED_READS {
-            reads.clear();
-        }
-        reads.insert(path.into(), Arc::clone(&channels));
-        channels
+            .unwrap_or_default()
     }
 
     /// The lowest-index rule whose methods contain `method` and whose path matches.

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::*;
 use crate::config::{AutoEventsConfig, EventRule, EventsConfig, ExcludeOrigin};
 use crate::events::template::Template;
+use crate::memo::REMEMBERED;
 
 pub(super) fn cfg(rules: Vec<EventRule>) -> EventsConfig {
     EventsConfig {
@@ -306,21 +307,48 @@ fn read_channels_follow_the_convention() {
     );
     assert!(m.read_channels("/apiary").is_empty());
     assert!(m.read_channels("/api").is_empty());
-    // Asked again (now remembered), the answers are the same; many distinct paths (ids) do not
-    // grow the memory past its bound.
-    for id in 0..2 * REMEMBERED_READS {
+}
+
+#[test]
+fn a_remembered_plan_belongs_to_its_method_and_path() {
+    let m = auto();
+    let event = |method: Method, path: &str| {
+        m.plan(&method, path)
+            .and_then(|p| {
+                p.build(
+                    BodyPrefix {
+                        bytes: b"{\"id\":7}",
+                        complete: true,
+                    },
+                    &ctx(),
+                )
+            })
+            .map(|d| (d.event_type, d.resource_id))
+    };
+    for _ in 0..2 {
         assert_eq!(
-            *m.read_channels(&format!("/api/projects/{id}")),
-            ["projects".to_owned(), format!("project:{id}")]
+            event(Method::PUT, "/api/projects/42"),
+            Some(("project_updated".into(), Some("42".into())))
+        );
+        assert_eq!(
+            event(Method::DELETE, "/api/projects/42"),
+            Some(("project_deleted".into(), Some("42".into())))
+        );
+        assert_eq!(
+            event(Method::POST, "/api/projects"),
+            Some(("project_created".into(), Some("7".into())))
+        );
+        assert_eq!(event(Method::POST, "/elsewhere"), None);
+        assert_eq!(event(Method::GET, "/api/projects"), None);
+    }
+    for id in 0..2 * REMEMBERED {
+        let path = format!("/api/tasks/{id}");
+        assert_eq!(
+            event(Method::PATCH, &path),
+            Some(("task_updated".into(), Some(id.to_string())))
         );
     }
-    assert!(m.reads.lock().unwrap().len() <= REMEMBERED_READS);
-    assert_eq!(*m.read_channels("/api/projects"), ["projects"]);
-    assert_eq!(
-        *m.read_channels("/api/projects/42/tasks"),
-        ["tasks", "project:42"]
-    );
-    assert!(m.read_channels("/apiary").is_empty());
+    assert!(m.plans.iter().all(|memo| memo.len() <= REMEMBERED));
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod body;
 pub mod envelope;
 pub mod external;
+mod json_scan;
 mod matcher;
 mod rest;
 pub mod template;

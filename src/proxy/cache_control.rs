@@ -5,15 +5,24 @@ use http::{HeaderMap, Method, header};
 use crate::config::CacheRule;
 
 pub fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
-    let rule = rules
-        .iter()
-        .find(|r| r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.is_match(path));
-    if let Some(rule) = rule {
-        if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
-            return;
-        }
-        headers.insert(header::CACHE_CONTROL, rule.value.clone());
+    if let Some(rule) = rule_for(rules, method, path).and_then(|i| rules.get(i)) {
+        apply_rule(rule, headers);
     }
+}
+
+/// The index of the first rule for this method and path; an index, so that what a read is owed
+/// can be remembered by path (`proxy::reads`) without copying rules.
+pub fn rule_for(rules: &[CacheRule], method: &Method, path: &str) -> Option<usize> {
+    rules.iter().position(|r| {
+        r.methods.as_ref().is_none_or(|m| m.contains(method)) && r.path.is_match(path)
+    })
+}
+
+pub fn apply_rule(rule: &CacheRule, headers: &mut HeaderMap) {
+    if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
+        return;
+    }
+    headers.insert(header::CACHE_CONTROL, rule.value.clone());
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 pub mod cache_control;
 pub mod headers;
 pub mod link;
+pub mod reads;
 mod tap;
 pub mod upgrade;
 pub mod upstream;
@@ -18,6 +19,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
@@ -139,7 +141,7 @@ fn room_name(path: &str, room_path: &crate::config::RoomPath) -> Option<String> 
 struct Exchange {
     method: Method,
     path: String,
-    plan: Option<EventPlan>,
+    plan: Option<Arc<EventPlan>>,
     actor: Option<Arc<str>>,
     origin_client: Option<String>,
     client_upgrade: Option<OnUpgrade>,
@@ -214,13 +216,12 @@ async fn forward(
         body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
     };
     let upstream_req = Request::from_parts(parts, body);
+    // The rare parts (an identity lookup, an upgrade through the pooled client) are boxed: their
+    // futures are several times the size of the common path's, and every future here is moved a
+    // few times between the loop and hyper, at a cost in copies that grows with its size.
     let identify = async {
         let (headers, creds) = identity.as_ref()?;
-        match settings
-            .auth
-            .identify(headers, creds, &shared.upstream)
-            .await
-        {
+        match Box::pin(settings.auth.identify(headers, creds, &shared.upstream)).await {
             Ok(user) => user,
             Err(e) => {
                 tracing::warn!(error = %e, "actor unknown for this mutation");
@@ -231,11 +232,13 @@ async fn forward(
     // The actor is looked up while the upstream works on the request, adding no latency.
     let send = async {
         if is_upgrade {
-            shared
-                .upstream
-                .send(upstream_req, cfg.upstream.request_timeout)
-                .await
-                .map(|resp| resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+            Box::pin(
+                shared
+                    .upstream
+                    .send(upstream_req, cfg.upstream.request_timeout),
+            )
+            .await
+            .map(|resp| resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
         } else {
             client
                 .link
@@ -324,14 +327,18 @@ async fn upstream_response(
     let ts = now_millis();
     // When the application publishes for this response itself, its events replace the automatic one.
     let app_published = publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
-    cache_control::apply(
-        &cfg.cache_control.rules,
-        &ex.method,
-        &ex.path,
-        &mut parts.headers,
-    );
-    if ex.method == Method::GET && status.is_success() {
-        stamp_position(&mut parts.headers, &ex.path, shared, settings).await;
+    let rules = &cfg.cache_control.rules;
+    let read = (ex.method == Method::GET)
+        .then(|| settings.reads.facts(&ex.path, rules, &settings.matcher));
+    let cache_rule = match &read {
+        Some(read) => read.cache_rule,
+        None => cache_control::rule_for(rules, &ex.method, &ex.path),
+    };
+    if let Some(rule) = cache_rule.and_then(|i| rules.get(i)) {
+        cache_control::apply_rule(rule, &mut parts.headers);
+    }
+    if let Some(read) = read.filter(|_| status.is_success()) {
+        stamp_position(&mut parts.headers, &read.channels, shared).await;
     }
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(
@@ -376,14 +383,14 @@ fn publish_sync_event_headers(
 }
 
 /// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).
-async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, settings: &Settings) {
-    let channels = settings.matcher.read_channels(path);
+async fn stamp_position(headers: &mut HeaderMap, channels: &[String], shared: &Shared) {
     if channels.is_empty() {
         return;
     }
-    let seqs = shared.broker.positions(&channels).await;
+    let seqs = shared.broker.positions(channels).await;
     let positions = channels.iter().map(String::as_str).zip(seqs);
-    let Ok(value) = HeaderValue::from_str(&sse::format_positions(positions)) else {
+    let text = sse::format_positions(positions);
+    let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(text)) else {
         return;
     };
     headers.insert(X_SYNC_POSITION, value);
@@ -403,7 +410,7 @@ async fn stamp_position(headers: &mut HeaderMap, path: &str, shared: &Shared, se
 
 /// Emits at once when the event needs nothing from the body; otherwise when the body has streamed.
 fn emit_on_success(
-    plan: EventPlan,
+    plan: Arc<EventPlan>,
     actor: &Option<Arc<str>>,
     origin_client: Option<String>,
     ts: u64,

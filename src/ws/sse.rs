@@ -239,7 +239,9 @@ impl Drop for Guard {
 
 /// `a=17,b=3`: the `X-Sync-Position` and SSE id format.
 pub fn format_positions<'a>(positions: impl IntoIterator<Item = (&'a str, u64)>) -> String {
-    let mut out = String::new();
+    let positions = positions.into_iter();
+    // Room for a short name and a large seq each, so that the common case allocates once.
+    let mut out = String::with_capacity(32 * positions.size_hint().0);
     for (channel, seq) in positions {
         if !out.is_empty() {
             out.push(',');
