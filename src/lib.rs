@@ -14,6 +14,7 @@ pub mod broker;
 pub mod config;
 pub mod drained;
 pub mod events;
+pub mod graceful;
 pub mod memo;
 pub mod proxy;
 pub mod publisher;

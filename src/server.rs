@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
 use crate::drained::{ClientSocket, ServedIo};
+use crate::graceful::UntilSignal;
 use crate::proxy::link::Link;
 use crate::timer::ConnTimer;
 
@@ -101,17 +103,14 @@ pub async fn serve<H, F>(
             let conn = builder
                 .serve_connection(ServedIo::new(ClientSocket::new(stream)), service)
                 .with_upgrades();
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                res = conn.as_mut() => {
-                    if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-                _ = conn_shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            let signal = async move {
+                let _ = conn_shutdown.changed().await;
+            };
+            let conn = UntilSignal::new(conn, signal, |conn: Pin<&mut _>| {
+                conn.graceful_shutdown();
+            });
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }

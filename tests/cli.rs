@@ -25,6 +25,7 @@ use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use common::{WAIT, connect, recv_close_code, recv_json, start_upstream};
@@ -801,6 +802,35 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         .unwrap_or_else(|e| panic!("connect {ws_url}: {e}"));
     let welcome = recv_json(&mut ws).await;
     assert_eq!(welcome["op"], "welcome", "{welcome}");
+    // A kept-alive HTTP connection, idle between requests when the signal comes.
+    let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", sidecar.public))
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /api/projects HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    // The whole answer: its head, then as many bytes as its Content-Length says.
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer).to_ascii_lowercase();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        length.is_some_and(|n| body.len() >= n)
+    };
+    let mut answer = Vec::new();
+    while !complete(&answer) {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(WAIT, idle.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
 
     let sent = Instant::now();
     sidecar.proc.signal("TERM");
@@ -809,6 +839,11 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         1001,
         "close code on SIGTERM"
     );
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(WAIT, idle.read(&mut buf))
+        .await
+        .expect("the idle connection was not closed on SIGTERM");
+    assert_eq!(closed.expect("read"), 0, "bytes on the idle connection");
     // Answer the close like a browser does, until the server ends the stream.
     let _ = tokio::time::timeout(WAIT, async { while ws.next().await.is_some() {} }).await;
 
