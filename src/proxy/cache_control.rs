@@ -4,12 +4,6 @@ use http::{HeaderMap, Method, header};
 
 use crate::config::CacheRule;
 
-pub fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
-    if let Some(rule) = rule_for(rules, method, path).and_then(|i| rules.get(i)) {
-        apply_rule(rule, headers);
-    }
-}
-
 /// The index of the first rule for this method and path; an index, so that what a read is owed
 /// can be remembered by path (`proxy::reads`) without copying rules.
 pub fn rule_for(rules: &[CacheRule], method: &Method, path: &str) -> Option<usize> {
@@ -18,6 +12,7 @@ pub fn rule_for(rules: &[CacheRule], method: &Method, path: &str) -> Option<usiz
     })
 }
 
+/// Sets the rule's value, unless the rule defers to a `Cache-Control` the upstream chose itself.
 pub fn apply_rule(rule: &CacheRule, headers: &mut HeaderMap) {
     if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
         return;
@@ -30,6 +25,12 @@ mod tests {
     use super::*;
     use http::HeaderValue;
     use regex::Regex;
+
+    fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
+        if let Some(rule) = rule_for(rules, method, path).and_then(|i| rules.get(i)) {
+            apply_rule(rule, headers);
+        }
+    }
 
     fn rule(
         path: &str,
