@@ -2,14 +2,12 @@
 //! so joining and leaving stay O(1) when a channel holds tens of thousands of sockets (a linear
 //! duplicate check made opening N sockets cost O(N²)).
 
-use std::collections::HashMap;
-
 use super::{ConnId, Subscriber};
 
 #[derive(Debug, Default)]
 pub struct Subscribers {
     list: Vec<Subscriber>,
-    index: HashMap<ConnId, usize>,
+    index: foldhash::HashMap<ConnId, usize>,
 }
 
 impl Subscribers {

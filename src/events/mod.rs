@@ -60,7 +60,7 @@ impl Data {
     /// From JSON text `body.rs` assembled out of validated values; it is kept only if it is on
     /// one line (see `from_raw`).
     fn from_json_text(text: String) -> Data {
-        if text.contains(['\n', '\r']) {
+        if text.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
             return serde_json::from_str::<serde_json::Value>(&text)
                 .map_or(Data::NULL, |v| Data::from_value(&v));
         }
