@@ -282,8 +282,10 @@ record_as() { # scenario loadgen-json-line
 
 # CPU time (user + system, clock ticks) of a process and all its descendants, from /proc alone
 # (one pass over every process's stat line: pid, (command), state, parent, ..., utime, stime).
+# A process that exits between the glob and the read makes `cat` fail; under pipefail that
+# failure would end the whole run, so it is ignored (that process is not ours to count).
 tree_ticks() { # pid
-  cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
     { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; ticks[pid] = $12 + $13 }
     END {
       n = 0
