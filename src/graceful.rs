@@ -19,10 +19,11 @@ use pin_project_lite::pin_project;
 pin_project! {
     /// Runs `conn` to its end; when `signal` completes, calls `on_signal` on it once (hyper's
     /// `graceful_shutdown`) and goes on running it.
-    pub struct UntilSignal<C, F> {
+    pub struct UntilSignal<C, S, F> {
         #[pin]
         conn: C,
-        signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+        #[pin]
+        signal: S,
         on_signal: Option<F>,
         heard: Arc<Heard>,
         signal_waker: Waker,
@@ -47,22 +48,19 @@ impl Wake for Heard {
     }
 }
 
-impl<C, F> UntilSignal<C, F>
+impl<C, S, F> UntilSignal<C, S, F>
 where
     C: Future,
+    S: Future<Output = ()>,
     F: FnOnce(Pin<&mut C>),
 {
-    pub fn new(
-        conn: C,
-        signal: impl Future<Output = ()> + Send + 'static,
-        on_signal: F,
-    ) -> UntilSignal<C, F> {
+    pub fn new(conn: C, signal: S, on_signal: F) -> UntilSignal<C, S, F> {
         let heard = Arc::new(Heard::default());
         // Polled the first time, so that the signal registers its waker.
         heard.woken.store(true, Ordering::Relaxed);
         UntilSignal {
             conn,
-            signal: Box::pin(signal),
+            signal,
             on_signal: Some(on_signal),
             signal_waker: Waker::from(Arc::clone(&heard)),
             heard,
@@ -70,9 +68,10 @@ where
     }
 }
 
-impl<C, F> Future for UntilSignal<C, F>
+impl<C, S, F> Future for UntilSignal<C, S, F>
 where
     C: Future,
+    S: Future<Output = ()>,
     F: FnOnce(Pin<&mut C>),
 {
     type Output = C::Output;
@@ -122,7 +121,7 @@ mod tests {
     fn until_signal(
         conn: Conn,
         mut rx: watch::Receiver<bool>,
-    ) -> UntilSignal<Conn, impl FnOnce(Pin<&mut Conn>)> {
+    ) -> UntilSignal<Conn, impl Future<Output = ()>, impl FnOnce(Pin<&mut Conn>)> {
         let signal = async move {
             let _ = rx.changed().await;
         };

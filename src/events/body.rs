@@ -52,19 +52,11 @@ impl<'a> Doc<'a> {
             Some(members) => members
                 .iter()
                 .rev()
-                .find(|m| is_key(m, key))
+                .find(|m| m.key_text().is_some_and(|k| k == key))
                 .map(|m| Json(m.value)),
             None => Json(self.text).child(key),
         }
     }
-}
-
-/// Whether a member's key is `key`, once its escapes (rare in keys) are decoded.
-fn is_key(member: &Member<'_>, key: &str) -> bool {
-    if !member.key_escaped {
-        return member.key == key;
-    }
-    serde_json::from_str::<String>(&format!("\"{}\"", member.key)).is_ok_and(|k| k == key)
 }
 
 impl<'a> Json<'a> {

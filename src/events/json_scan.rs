@@ -18,6 +18,19 @@ pub(super) struct Member<'a> {
     pub(super) value: &'a str,
 }
 
+impl Member<'_> {
+    /// The key as text: as written, or decoded when it had escapes (`None` if it cannot be,
+    /// e.g. a lone surrogate).
+    pub(super) fn key_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        if !self.key_escaped {
+            return Some(self.key.into());
+        }
+        serde_json::from_str::<String>(&format!("\"{}\"", self.key))
+            .ok()
+            .map(Into::into)
+    }
+}
+
 /// What a valid JSON text is at its top.
 pub(super) enum Top<'a> {
     /// An object, with its members in order.
@@ -233,15 +246,10 @@ mod tests {
     fn reference(text: &str) -> Option<Option<Vec<(String, String)>>> {
         serde_json::from_str::<IgnoredAny>(text).ok()?;
         let object = text.trim_start().starts_with('{');
-        Some(object.then(|| {
-            let mut de = serde_json::Deserializer::from_str(text);
-            ordered_members(&mut de).expect("a valid object reads as members")
-        }))
+        Some(object.then(|| ordered_members(text).expect("a valid object reads as members")))
     }
 
-    fn ordered_members(
-        de: &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
-    ) -> Option<Vec<(String, String)>> {
+    fn ordered_members(text: &str) -> Option<Vec<(String, String)>> {
         struct Members;
         impl<'de> serde::de::Visitor<'de> for Members {
             type Value = Vec<(String, String)>;
@@ -260,7 +268,8 @@ mod tests {
                 Ok(out)
             }
         }
-        serde::Deserializer::deserialize_map(de, Members).ok()
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde::Deserializer::deserialize_map(&mut de, Members).ok()
     }
 
     fn ours(text: &str) -> Option<Option<Vec<(String, String)>>> {
@@ -269,13 +278,10 @@ mod tests {
                 members
                     .iter()
                     .map(|m| {
-                        let key = if m.key_escaped {
-                            serde_json::from_str::<String>(&format!("\"{}\"", m.key))
-                                .expect("an escaped key the scanner let through decodes")
-                        } else {
-                            m.key.to_owned()
-                        };
-                        (key, m.value.to_owned())
+                        let key = m
+                            .key_text()
+                            .expect("an escaped key the scanner let through decodes");
+                        (key.into_owned(), m.value.to_owned())
                     })
                     .collect(),
             ),
