@@ -79,12 +79,15 @@ impl MemoryBroker {
         })
     }
 
-    fn channel(&self, name: &str) -> Arc<Mutex<ChannelState>> {
-        if let Some(ch) = read(&self.channels).get(name) {
-            return Arc::clone(ch);
+    /// The channel's state, and its name as the map holds it (which events share).
+    fn channel(&self, name: &str) -> (Arc<str>, Arc<Mutex<ChannelState>>) {
+        if let Some((key, ch)) = read(&self.channels).get_key_value(name) {
+            return (Arc::clone(key), Arc::clone(ch));
         }
         let mut map = write(&self.channels);
-        Arc::clone(map.entry(Arc::from(name)).or_default())
+        let key: Arc<str> = Arc::from(name);
+        let ch = Arc::clone(map.entry(Arc::clone(&key)).or_default());
+        (key, ch)
     }
 
     fn existing(&self, name: &str) -> Option<Arc<Mutex<ChannelState>>> {
@@ -93,20 +96,18 @@ impl MemoryBroker {
 
     /// Numbers, stores and fans out one event on one channel.
     fn publish_one(&self, draft: &EventDraft, channel: &str, id: &str) -> Published {
-        let state = self.channel(channel);
+        let (name, state) = self.channel(channel);
         let mut st = lock(&state);
         st.last_seq += 1;
         let seq = st.last_seq;
-        let frame = envelope::serialize(draft, channel, seq, id);
         let event = Arc::new(Event {
-            channel: Arc::from(channel),
+            channel: name,
             seq,
             event_type: Arc::from(draft.event_type.as_str()),
-            frame,
+            frame: envelope::framed(draft, channel, seq, id),
             origin_client: draft.origin_client.as_deref().map(Arc::from),
             actor: draft.actor.as_deref().map(Arc::from),
             published_at: std::time::Instant::now(),
-            framed: Default::default(),
         });
         let now = Instant::now();
         if self.history.size > 0 {
@@ -175,11 +176,12 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, draft: EventDraft) -> BoxFuture<'_, Result<Vec<Published>, BrokerError>> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let mut id = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id);
         let published = draft
             .channels
             .iter()
-            .map(|channel| self.publish_one(&draft, channel, &id))
+            .map(|channel| self.publish_one(&draft, channel, id))
             .collect();
         Box::pin(std::future::ready(Ok(published)))
     }
@@ -190,7 +192,7 @@ impl Broker for MemoryBroker {
         since: Option<u64>,
         subscriber: &'a Subscriber,
     ) -> BoxFuture<'a, Result<SubscribeOutcome, BrokerError>> {
-        let state = self.channel(channel);
+        let (_, state) = self.channel(channel);
         let mut st = lock(&state);
         st.trim(self.history, Instant::now());
         st.subscribers.insert(subscriber);

@@ -11,15 +11,14 @@ pub mod redis;
 mod subscriber;
 mod subscribers;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::config::ExcludeOrigin;
 use crate::events::EventDraft;
+use crate::events::envelope::Framed;
 
 pub use fanout::FanOut;
 pub use memory::MemoryBroker;
@@ -33,38 +32,19 @@ pub struct Event {
     pub channel: Arc<str>,
     pub seq: u64,
     pub event_type: Arc<str>,
-    /// The JSON envelope, ready to be written as a text frame or an SSE `data:` line.
-    pub frame: Utf8Bytes,
+    /// The JSON envelope and the WebSocket frame around it, shared by every subscriber.
+    pub frame: Framed,
     pub origin_client: Option<Arc<str>>,
     pub actor: Option<Arc<str>>,
     /// When this process published it: the start of `syncgate_event_delivery_seconds`.
     pub published_at: Instant,
-    /// `frame` as a WebSocket frame, built on first use (see `ws_frame`).
-    pub framed: OnceLock<Bytes>,
 }
 
 impl Event {
-    /// `frame` as a server's WebSocket text frame (unmasked, final), built once and written as
-    /// it is to every socket that takes it directly (`ws::outlet`).
+    /// The event as a server's WebSocket text frame, written as it is to every socket that
+    /// takes it directly (`ws::outlet`).
     pub fn ws_frame(&self) -> &[u8] {
-        self.framed.get_or_init(|| {
-            let payload = self.frame.as_bytes();
-            let mut out = Vec::with_capacity(payload.len() + 10);
-            out.push(0x81); // FIN, text
-            match payload.len() {
-                n @ 0..=125 => out.push(n as u8),
-                n @ 126..=0xffff => {
-                    out.push(126);
-                    out.extend_from_slice(&(n as u16).to_be_bytes());
-                }
-                n => {
-                    out.push(127);
-                    out.extend_from_slice(&(n as u64).to_be_bytes());
-                }
-            }
-            out.extend_from_slice(payload);
-            Bytes::from(out)
-        })
+        self.frame.ws()
     }
 
     /// Whether `exclude_origin` keeps this event from a subscriber (the echo of its own mutation).

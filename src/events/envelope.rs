@@ -1,5 +1,6 @@
 //! The JSON envelope of SPEC, serialized once per (event, channel) and shared by every subscriber.
 
+use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::EventDraft;
@@ -10,21 +11,120 @@ use super::EventDraft;
 /// and most strings need no escaping, so this is one pass of copies (a quarter of what serde's
 /// struct serializer cost per event).
 pub fn serialize(draft: &EventDraft, channel: &str, seq: u64, id: &str) -> Utf8Bytes {
-    let mut out = String::with_capacity(256 + draft.data.as_json().len());
+    let mut out = String::with_capacity(capacity(draft));
+    write(&mut out, draft, channel, seq, id);
+    Utf8Bytes::from(out)
+}
+
+/// An envelope as a WebSocket text frame (unmasked, final), with its JSON text inside.
+///
+/// Why one buffer: a socket that takes an event directly is written the whole frame
+/// (`ws::outlet`), and an SSE stream or a queued socket the text behind its header; keeping a
+/// second copy for either cost an allocation and a copy per event.
+#[derive(Debug, Clone)]
+pub struct Framed {
+    ws: Bytes,
+    /// Where the JSON text starts (the header's length).
+    text_at: usize,
+}
+
+impl Framed {
+    /// Frames JSON text made elsewhere (room messages, events read back from Redis).
+    pub fn from_text(text: &str) -> Framed {
+        let (header, header_len) = ws_header(text.len());
+        let mut ws = Vec::with_capacity(header_len + text.len());
+        ws.extend_from_slice(&header[..header_len]);
+        ws.extend_from_slice(text.as_bytes());
+        Framed {
+            ws: Bytes::from(ws),
+            text_at: header_len,
+        }
+    }
+
+    /// The whole WebSocket frame.
+    pub fn ws(&self) -> &[u8] {
+        &self.ws
+    }
+
+    /// The JSON text, sharing the frame's buffer.
+    pub fn text(&self) -> Bytes {
+        self.ws.slice(self.text_at..)
+    }
+
+    /// The JSON text as a tungstenite message payload. It checks the text is UTF-8 again (it
+    /// always is: every constructor takes a `str`), so it is for the queued path, not the
+    /// direct one.
+    pub fn utf8(&self) -> Utf8Bytes {
+        Utf8Bytes::try_from(self.text()).unwrap_or_default()
+    }
+
+    /// The JSON text as a `str`, checked again as `utf8` is.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.ws[self.text_at..]).unwrap_or_default()
+    }
+}
+
+/// Room in front of the text for the longest frame header (2 + 8 bytes).
+const HEADROOM: usize = 10;
+
+/// Serializes the envelope with room in front for its WebSocket frame header, so the frame and
+/// the text are one allocation.
+pub fn framed(draft: &EventDraft, channel: &str, seq: u64, id: &str) -> Framed {
+    let mut out = String::with_capacity(HEADROOM + capacity(draft));
+    out.push_str("          ");
+    write(&mut out, draft, channel, seq, id);
+    let mut bytes = out.into_bytes();
+    let (header, header_len) = ws_header(bytes.len() - HEADROOM);
+    let start = HEADROOM - header_len;
+    bytes[start..HEADROOM].copy_from_slice(&header[..header_len]);
+    Framed {
+        ws: Bytes::from(bytes).slice(start..),
+        text_at: header_len,
+    }
+}
+
+/// The header of an unmasked, final text frame carrying `len` bytes, and how long it is.
+fn ws_header(len: usize) -> ([u8; HEADROOM], usize) {
+    let mut header = [0u8; HEADROOM];
+    header[0] = 0x81; // FIN, text
+    let used = match len {
+        0..=125 => {
+            header[1] = len as u8;
+            2
+        }
+        126..=0xffff => {
+            header[1] = 126;
+            header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            header[1] = 127;
+            header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    (header, used)
+}
+
+fn capacity(draft: &EventDraft) -> usize {
+    256 + draft.data.as_json().len()
+}
+
+fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str) {
     out.push_str("{\"type\":");
-    push_string(&mut out, &draft.event_type);
+    push_string(out, &draft.event_type);
     out.push_str(",\"channel\":");
-    push_string(&mut out, channel);
+    push_string(out, channel);
     out.push_str(",\"seq\":");
-    number(&mut out, seq);
+    number(out, seq);
     out.push_str(",\"id\":");
-    push_string(&mut out, id);
+    push_string(out, id);
     out.push_str(",\"resource\":");
-    optional(&mut out, draft.resource.as_deref());
+    optional(out, draft.resource.as_deref());
     out.push_str(",\"resource_id\":");
-    optional(&mut out, draft.resource_id.as_deref());
+    optional(out, draft.resource_id.as_deref());
     out.push_str(",\"action\":");
-    optional(&mut out, draft.action.as_deref());
+    optional(out, draft.action.as_deref());
     out.push_str(",\"invalidate\":[");
     for (i, key) in draft.invalidate.iter().enumerate() {
         if i > 0 {
@@ -35,23 +135,23 @@ pub fn serialize(draft: &EventDraft, channel: &str, seq: u64, id: &str) -> Utf8B
             if j > 0 {
                 out.push(',');
             }
-            push_string(&mut out, part);
+            push_string(out, part);
         }
         out.push(']');
     }
     out.push_str("],\"data\":");
     out.push_str(draft.data.as_json());
     out.push_str(",\"actor\":");
-    optional(&mut out, draft.actor.as_deref());
+    optional(out, draft.actor.as_deref());
     out.push_str(",\"ts\":");
-    number(&mut out, draft.ts);
+    number(out, draft.ts);
     out.push('}');
-    Utf8Bytes::from(out)
 }
 
 /// Appends `s` as a JSON string.
 pub(super) fn push_string(out: &mut String, s: &str) {
     if is_plain(s) {
+        out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
         out.push('"');
@@ -69,29 +169,33 @@ fn optional(out: &mut String, s: Option<&str>) {
 }
 
 /// True when `s` has no byte JSON must escape (a control character, `"` or `\`). Eight bytes
-/// at a time: every envelope checks about a hundred bytes of names, ids and keys this way.
+/// at a time, the last few padded into a word of their own: every envelope checks about a
+/// hundred bytes of names, ids and keys this way, most of them shorter than eight bytes.
 fn is_plain(s: &str) -> bool {
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    let mut special = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        special |= needs_escape(u64::from_le_bytes(word));
+    }
+    let rest = chunks.remainder();
+    let mut word = [b' '; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    special |= needs_escape(u64::from_le_bytes(word));
+    special == 0
+}
+
+/// Non-zero when some byte of the word is a control character, `"` or `\`.
+fn needs_escape(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // Non-zero exactly when some byte of `x` is below `n` (n <= 128); bytes of multi-byte UTF-8
     // characters (0x80 and up) never count.
     let any_below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
-    let mut chunks = s.as_bytes().chunks_exact(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let special = any_below(x, 0x20)
-            | any_below(x ^ (u64::from(b'"') * ONES), 1)
-            | any_below(x ^ (u64::from(b'\\') * ONES), 1);
-        if special != 0 {
-            return false;
-        }
-    }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+    any_below(x, 0x20)
+        | any_below(x ^ (u64::from(b'"') * ONES), 1)
+        | any_below(x ^ (u64::from(b'\\') * ONES), 1)
 }
 
 /// Appends `n` in decimal. `itoa` writes two digits per step from a table, where the formatting
@@ -129,6 +233,51 @@ mod tests {
             let mut out = String::new();
             number(&mut out, n);
             assert_eq!(out, n.to_string());
+        }
+    }
+
+    #[test]
+    fn a_framed_envelope_is_its_text_behind_a_text_frame_header_at_every_length_class() {
+        // Payloads around the 125 / 65,535 byte steps between header lengths.
+        for data_len in [0, 10, 120, 200, 65_300, 65_600, 70_000] {
+            let data = serde_json::json!({ "s": "x".repeat(data_len) });
+            let draft = EventDraft {
+                event_type: "t".into(),
+                channels: vec!["c".into()],
+                resource: None,
+                resource_id: None,
+                action: None,
+                invalidate: vec![],
+                data: Data::from_value(&data),
+                actor: None,
+                ts: 5,
+                origin_client: None,
+            };
+            let text = serialize(&draft, "c", 3, "id");
+            for framed in [framed(&draft, "c", 3, "id"), Framed::from_text(&text)] {
+                assert_eq!(framed.as_str(), text.as_str());
+                assert_eq!(&framed.text()[..], text.as_bytes());
+                assert_eq!(framed.utf8(), text);
+                let ws = framed.ws();
+                assert_eq!(ws[0], 0x81, "FIN and text");
+                let (len, header) = match ws[1] {
+                    126 => (usize::from(u16::from_be_bytes([ws[2], ws[3]])), 4),
+                    127 => (
+                        u64::from_be_bytes(ws[2..10].try_into().unwrap()) as usize,
+                        10,
+                    ),
+                    n => (usize::from(n), 2),
+                };
+                assert_eq!(len, text.len(), "{data_len}");
+                assert_eq!(&ws[header..], text.as_bytes());
+                // The shortest header is used, as RFC 6455 requires.
+                let expected = match text.len() {
+                    0..=125 => 2,
+                    126..=0xffff => 4,
+                    _ => 10,
+                };
+                assert_eq!(header, expected);
+            }
         }
     }
 

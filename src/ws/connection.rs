@@ -442,11 +442,7 @@ where
         if !fresh || (event.seq != 0 && self.sub.excludes(event)) {
             return Ok(());
         }
-        timed(
-            self.shared,
-            self.ws.feed(Message::Text(event.frame.clone())),
-        )
-        .await?;
+        timed(self.shared, self.ws.feed(Message::Text(event.frame.utf8()))).await?;
         self.shared
             .metrics
             .observe_delivery(event.published_at.elapsed());

@@ -370,11 +370,10 @@ mod tests {
             channel: Arc::from("c"),
             seq,
             event_type: Arc::from("t"),
-            frame: payload.to_owned().into(),
+            frame: crate::events::envelope::Framed::from_text(payload),
             origin_client: None,
             actor: None,
             published_at: std::time::Instant::now(),
-            framed: Default::default(),
         }
     }
 

@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, Request};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use super::access::ROOM_PREFIX;
 use crate::auth::Credentials;
 use crate::body::empty;
 use crate::broker::{ConnId, Event, Subscriber};
+use crate::events::envelope::Framed;
 use crate::events::template::Vars;
 use crate::state::{Settings, Shared};
 
@@ -103,11 +103,10 @@ fn relay(members: &[Member], room: &str, except: Option<ConnId>, frame: &Value) 
         channel: Arc::from(format!("{ROOM_PREFIX}{room}")),
         seq: 0,
         event_type: Arc::from(frame["type"].as_str().unwrap_or("room")),
-        frame: Utf8Bytes::from(frame.to_string()),
+        frame: Framed::from_text(&frame.to_string()),
         origin_client: None,
         actor: None,
         published_at: std::time::Instant::now(),
-        framed: Default::default(),
     });
     let mut fan = crate::broker::FanOut::new();
     for m in members.iter().filter(|m| Some(m.conn) != except) {

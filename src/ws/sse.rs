@@ -213,10 +213,14 @@ impl SseStream {
             return None;
         }
         let id = format_positions(self.positions.iter().map(|(c, seq)| (c.as_str(), *seq)));
-        Some(Bytes::from(format!(
-            "id: {id}\ndata: {}\n\n",
-            event.frame.as_str()
-        )))
+        let text = event.frame.text();
+        let mut out = Vec::with_capacity(id.len() + text.len() + 14);
+        out.extend_from_slice(b"id: ");
+        out.extend_from_slice(id.as_bytes());
+        out.extend_from_slice(b"\ndata: ");
+        out.extend_from_slice(&text);
+        out.extend_from_slice(b"\n\n");
+        Some(Bytes::from(out))
     }
 }
 

@@ -234,16 +234,14 @@ impl Inner {
             };
             let mut st = lock(&state);
             let seq = st.known.max(st.dispatched.unwrap_or(0)) + 1;
-            let frame = crate::events::envelope::serialize(draft, channel, seq, &id);
             let event = Arc::new(Event {
                 channel: Arc::from(channel.as_str()),
                 seq,
                 event_type: Arc::from(draft.event_type.as_str()),
-                frame,
+                frame: crate::events::envelope::framed(draft, channel, seq, &id),
                 origin_client: draft.origin_client.as_deref().map(Arc::from),
                 actor: draft.actor.as_deref().map(Arc::from),
                 published_at: std::time::Instant::now(),
-                framed: Default::default(),
             });
             st.offer(&event);
             st.diverged = Some(seq);

@@ -14,10 +14,10 @@ use std::sync::Arc;
 
 use redis::Value;
 use serde::{Deserialize, Serialize};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 use crate::broker::Event;
-use crate::events::{EventDraft, envelope};
+use crate::events::EventDraft;
+use crate::events::envelope::{self, Framed};
 
 /// Names every key of one deployment from its `key_prefix`.
 #[derive(Debug, Clone)]
@@ -148,7 +148,7 @@ pub fn frame_halves(draft: &EventDraft, channel: &str, id: &str) -> (Vec<u8>, Ve
 /// Builds an event from an entry's parts; `at_ms` is Redis's clock when it was added.
 pub fn event(channel: &str, seq: u64, at_ms: u64, meta: &[u8], frame: &[u8]) -> Option<Event> {
     let meta: Meta<'_> = serde_json::from_slice(meta).ok()?;
-    let frame = Utf8Bytes::try_from(bytes::Bytes::copy_from_slice(frame)).ok()?;
+    let frame = Framed::from_text(std::str::from_utf8(frame).ok()?);
     let age = crate::events::now_millis().saturating_sub(at_ms);
     let now = std::time::Instant::now();
     let published_at = now
@@ -162,7 +162,6 @@ pub fn event(channel: &str, seq: u64, at_ms: u64, meta: &[u8], frame: &[u8]) -> 
         origin_client: meta.origin.as_deref().map(Arc::from),
         actor: meta.actor.as_deref().map(Arc::from),
         published_at,
-        framed: Default::default(),
     })
 }
 
