@@ -76,11 +76,11 @@ pub async fn publish_now(
     match broker.publish(draft).await {
         Ok(published) => {
             metrics.event_published(&event_type);
-            tracing::debug!(event_type, channels = published.len(), "event published");
+            tracing::debug!(%event_type, channels = published.len(), "event published");
             Some(published)
         }
         Err(e) => {
-            tracing::warn!(event_type, error = %e, "event not published");
+            tracing::warn!(%event_type, error = %e, "event not published");
             None
         }
     }

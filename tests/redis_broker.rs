@@ -18,7 +18,7 @@ use redis_support::{Prefix, PrivateRedis, replica, wait_until};
 fn draft(channels: &[&str]) -> EventDraft {
     EventDraft {
         event_type: "project_updated".into(),
-        channels: channels.iter().map(|c| c.to_string()).collect(),
+        channels: channels.iter().map(|&c| c.into()).collect(),
         resource: Some("projects".into()),
         resource_id: Some("1".into()),
         action: Some("updated".into()),

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use http::Method;
 use syncgate::config::Config;
 use syncgate::events::template::{Part, Template, Vars};
-use syncgate::events::{BodyPrefix, EmitContext, EventDraft, EventMatcher};
+use syncgate::events::{BodyPrefix, EmitContext, EventDraft, EventMatcher, Text};
 use syncgate::ws::protocol::{self, ClientOp, MAX_CHANNEL_LEN};
 
 /// (a) Config loader: arbitrary UTF-8 as a YAML file. A config that loads is then used once, so a
@@ -180,9 +180,10 @@ pub fn rest_path(data: &[u8]) {
         "a safe method {method} got a plan for {path:?}"
     );
     let _ = plan.wants_body();
+    let (actor, origin) = (Text::from("user-7"), Text::from("tab-1"));
     let ctx = EmitContext {
-        actor: (flags & 0b1000 != 0).then_some("user-7"),
-        origin_client: (flags & 0b1_0000 != 0).then_some("tab-1"),
+        actor: (flags & 0b1000 != 0).then_some(&actor),
+        origin_client: (flags & 0b1_0000 != 0).then_some(&origin),
         ts: 1,
     };
     let prefix = BodyPrefix {
@@ -204,8 +205,8 @@ fn check_draft(draft: &EventDraft, ctx: &EmitContext<'_>, path: &str) {
         "an event with no channel for {path:?}"
     );
     assert_distinct_nonempty(&draft.channels, path);
-    assert_eq!(draft.actor.as_deref(), ctx.actor);
-    assert_eq!(draft.origin_client.as_deref(), ctx.origin_client);
+    assert_eq!(draft.actor.as_ref(), ctx.actor);
+    assert_eq!(draft.origin_client.as_ref(), ctx.origin_client);
     assert_eq!(draft.ts, ctx.ts);
     // The envelope is written by hand: whatever the body held, it must be one line of JSON
     // carrying the draft's strings and data unchanged.
@@ -216,21 +217,22 @@ fn check_draft(draft: &EventDraft, ctx: &EmitContext<'_>, path: &str) {
     );
     let v: serde_json::Value = serde_json::from_str(&frame)
         .unwrap_or_else(|e| panic!("invalid envelope for {path:?} ({e}): {frame}"));
-    assert_eq!(v["type"].as_str(), Some(draft.event_type.as_str()));
+    assert_eq!(v["type"].as_str(), Some(&*draft.event_type));
     assert_eq!(v["resource_id"].as_str(), draft.resource_id.as_deref());
     assert_eq!(v["data"], draft.data.to_value());
 }
 
 /// Documented by the matcher: channels are deduplicated (one `seq` per change) and never empty.
-fn assert_distinct_nonempty(channels: &[String], path: &str) {
-    for (i, c) in channels.iter().enumerate() {
+fn assert_distinct_nonempty<C: AsRef<str> + PartialEq>(channels: &[C], path: &str) {
+    for (i, channel) in channels.iter().enumerate() {
+        let c = channel.as_ref();
         assert!(!c.is_empty(), "empty channel for {path:?}");
         assert!(
             syncgate::ws::protocol::valid_channel(c),
             "channel {c:?} for {path:?} cannot be subscribed to"
         );
         assert!(
-            !channels[..i].contains(c),
+            !channels[..i].contains(channel),
             "channel {c:?} twice for {path:?}"
         );
     }

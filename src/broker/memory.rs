@@ -17,7 +17,7 @@ use super::{
     Subscriber, Subscribers, lock, read, write,
 };
 use crate::config::HistoryConfig;
-use crate::events::{EventDraft, envelope};
+use crate::events::{EventDraft, Text, envelope};
 
 #[derive(Debug)]
 pub struct MemoryBroker {
@@ -103,10 +103,10 @@ impl MemoryBroker {
         let event = Arc::new(Event {
             channel: name,
             seq,
-            event_type: Arc::from(draft.event_type.as_str()),
+            event_type: draft.event_type.shared(),
             frame: envelope::framed(draft, channel, seq, id),
-            origin_client: draft.origin_client.as_deref().map(Arc::from),
-            actor: draft.actor.as_deref().map(Arc::from),
+            origin_client: draft.origin_client.as_ref().map(Text::shared),
+            actor: draft.actor.as_ref().map(Text::shared),
             published_at: std::time::Instant::now(),
         });
         let now = Instant::now();
@@ -243,7 +243,7 @@ mod tests {
     fn draft(channels: &[&str]) -> EventDraft {
         EventDraft {
             event_type: "project_updated".into(),
-            channels: channels.iter().map(|c| c.to_string()).collect(),
+            channels: channels.iter().map(|c| Text::from(*c)).collect(),
             resource: None,
             resource_id: None,
             action: None,

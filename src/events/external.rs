@@ -1,6 +1,6 @@
 //! Events the application publishes itself: the `X-Sync-Event` response header and `POST /publish`.
 
-use super::{Data, EmitContext, EventDraft};
+use super::{Data, EmitContext, EventDraft, Text};
 use crate::ws::protocol::valid_channel;
 use serde::Deserialize;
 
@@ -41,16 +41,20 @@ pub fn parse(json: &[u8], ctx: &EmitContext<'_>) -> Result<EventDraft, String> {
         return Err("\"type\" must not be empty".into());
     }
     Ok(EventDraft {
-        event_type: ext.event_type,
-        channels,
-        resource: ext.resource,
+        event_type: ext.event_type.into(),
+        channels: channels.into_iter().map(Text::from).collect(),
+        resource: ext.resource.map(Text::from),
         resource_id: ext.resource_id,
         action: None,
-        invalidate: ext.invalidate,
+        invalidate: ext
+            .invalidate
+            .into_iter()
+            .map(|key| key.into_iter().map(Text::from).collect())
+            .collect(),
         data: ext.data,
-        actor: ctx.actor.map(str::to_owned),
+        actor: ctx.actor.cloned(),
         ts: ctx.ts,
-        origin_client: ctx.origin_client.map(str::to_owned),
+        origin_client: ctx.origin_client.cloned(),
     })
 }
 

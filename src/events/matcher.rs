@@ -15,7 +15,7 @@ use regex::{Regex, RegexSet};
 use super::body::{self, Doc};
 use super::rest::{self, Action, RestTarget, dedup};
 use super::template::Vars;
-use super::{BodyPrefix, Data, EmitContext, EventDraft};
+use super::{BodyPrefix, Data, EmitContext, EventDraft, Text};
 use crate::config::{EventRule, EventsConfig};
 use crate::memo::PathMemo;
 
@@ -47,7 +47,7 @@ pub struct EventPlan {
 #[derive(Debug, Clone)]
 enum PlanKind {
     Rule(RulePlan),
-    Auto { target: RestTarget, action: Action },
+    Auto(AutoPlan),
 }
 
 #[derive(Debug, Clone)]
@@ -57,8 +57,33 @@ struct RulePlan {
     captures: Vec<(String, String)>,
     /// The path read by the convention, for `resource` and as the last source of `resource_id`.
     target: Option<RestTarget>,
-    action: Option<Action>,
+    /// `target`'s collection.
+    resource: Option<Text>,
+    action: Option<Text>,
     method_is_post: bool,
+    /// The rule's type, channels and keys rendered when the plan was made, when none of their
+    /// templates reads the body or the user; `Some(None)`: they cannot render, so nothing is
+    /// emitted. `None`: rendered per event.
+    rendered: Option<Option<RuleParts>>,
+}
+
+/// A rule's type, channels and invalidation keys, rendered.
+#[derive(Debug, Clone)]
+struct RuleParts {
+    event_type: Text,
+    channels: Vec<Text>,
+    invalidate: Vec<Vec<Text>>,
+}
+
+/// An event by the REST convention: all but an item's new id is known from the path.
+#[derive(Debug, Clone)]
+struct AutoPlan {
+    target: RestTarget,
+    action: Action,
+    event_type: Text,
+    channels: Vec<Text>,
+    resource: Text,
+    action_text: Text,
 }
 
 #[derive(Debug)]
@@ -68,6 +93,9 @@ struct CompiledRule {
     capture_names: Vec<String>,
     /// `id`, `data` or a `{body.x}` template: the rule cannot be built without the body.
     reads_body: bool,
+    /// Its type, channel or key templates read the body or the user, so they are rendered per
+    /// event rather than once per plan.
+    parts_read_request: bool,
 }
 
 /// Regexes tried together. The `RegexSet` finds every candidate in one pass; the individual `Regex`
@@ -129,11 +157,15 @@ impl EventMatcher {
             .rules
             .iter()
             .map(|rule| {
+                let templates = || {
+                    std::iter::once(&rule.event_type)
+                        .chain(&rule.channels)
+                        .chain(rule.invalidate.iter().flatten())
+                };
                 let reads_body = rule.id.is_some()
                     || !rule.data.is_empty()
-                    || rule.event_type.uses_body()
-                    || rule.channels.iter().any(|t| t.uses_body())
-                    || rule.invalidate.iter().flatten().any(|t| t.uses_body());
+                    || templates().any(|t| t.uses_body());
+                let parts_read_request = templates().any(|t| t.uses_body() || t.uses_user());
                 Arc::new(CompiledRule {
                     capture_names: rule
                         .path
@@ -142,6 +174,7 @@ impl EventMatcher {
                         .map(str::to_owned)
                         .collect(),
                     reads_body,
+                    parts_read_request,
                     rule: rule.clone(),
                 })
             })
@@ -218,14 +251,24 @@ impl EventMatcher {
         let convention_reads_body = method_is_post
             && !has_id_capture
             && target.as_ref().is_some_and(|t| t.path_id.is_none());
+        let rendered = (!rule.parts_read_request).then(|| {
+            let vars = RuleVars {
+                captures: &captures,
+                body: None,
+                user: None,
+            };
+            render_parts(&rule.rule, &vars)
+        });
         Some(EventPlan {
             wants_body: rule.reads_body || convention_reads_body,
             kind: PlanKind::Rule(RulePlan {
+                resource: target.as_ref().map(|t| Text::from(t.collection.as_str())),
+                action: Action::from_method(method).map(|a| Text::from(a.as_str())),
                 rule,
                 captures,
                 target,
-                action: Action::from_method(method),
                 method_is_post,
+                rendered,
             }),
         })
     }
@@ -233,9 +276,22 @@ impl EventMatcher {
     fn auto_plan(&self, method: &Method, path: &str) -> Option<EventPlan> {
         let action = Action::from_method(method)?;
         let target = self.auto_target(path)?;
+        // A new item has no subscribers yet, so a POST publishes only to its collection and
+        // ancestors.
+        let item_channel = match action {
+            Action::Created => None,
+            Action::Updated | Action::Deleted => target.path_id.as_deref(),
+        };
         Some(EventPlan {
             wants_body: action == Action::Created && target.path_id.is_none(),
-            kind: PlanKind::Auto { target, action },
+            kind: PlanKind::Auto(AutoPlan {
+                event_type: target.event_type(action).into(),
+                channels: texts(target.channels(item_channel)),
+                resource: Text::from(target.collection.as_str()),
+                action_text: Text::from(action.as_str()),
+                target,
+                action,
+            }),
         })
     }
 
@@ -280,41 +336,34 @@ impl EventPlan {
             None
         };
         match &self.kind {
-            PlanKind::Auto { target, action } => {
-                Some(build_auto(target, *action, json.as_ref(), ctx))
-            }
+            PlanKind::Auto(plan) => Some(build_auto(plan, json.as_ref(), ctx)),
             PlanKind::Rule(plan) => build_rule(plan, json.as_ref(), ctx),
         }
     }
 }
 
-fn build_auto(
-    target: &RestTarget,
-    action: Action,
-    json: Option<&Doc<'_>>,
-    ctx: &EmitContext<'_>,
-) -> EventDraft {
-    let resource_id = match (&target.path_id, action) {
+fn build_auto(plan: &AutoPlan, json: Option<&Doc<'_>>, ctx: &EmitContext<'_>) -> EventDraft {
+    let resource_id = match (&plan.target.path_id, plan.action) {
         (Some(id), _) => Some(id.clone()),
         (None, Action::Created) => body::top_level_id(json),
         (None, _) => None,
     };
-    // A new item has no subscribers yet, so a POST publishes only to its collection and ancestors.
-    let item_channel = match action {
-        Action::Created => None,
-        Action::Updated | Action::Deleted => target.path_id.as_deref(),
-    };
     EventDraft {
-        event_type: target.event_type(action),
-        channels: target.channels(item_channel),
-        resource: Some(target.collection.clone()),
-        invalidate: target.invalidate(resource_id.as_deref()),
+        event_type: plan.event_type.clone(),
+        channels: plan.channels.clone(),
+        resource: Some(plan.resource.clone()),
+        invalidate: plan
+            .target
+            .invalidate(resource_id.as_deref())
+            .into_iter()
+            .map(texts)
+            .collect(),
         resource_id,
-        action: Some(action.as_str().to_owned()),
+        action: Some(plan.action_text.clone()),
         data: Data::NULL,
-        actor: ctx.actor.map(str::to_owned),
+        actor: ctx.actor.cloned(),
         ts: ctx.ts,
-        origin_client: ctx.origin_client.map(str::to_owned),
+        origin_client: ctx.origin_client.cloned(),
     }
 }
 
@@ -324,12 +373,35 @@ fn build_rule(
     ctx: &EmitContext<'_>,
 ) -> Option<EventDraft> {
     let rule = &plan.rule.rule;
-    let vars = RuleVars {
-        captures: &plan.captures,
-        body: json,
-        user: ctx.actor,
-    };
-    let Some(event_type) = rule.event_type.render(&vars).filter(|t| !t.is_empty()) else {
+    let parts = match &plan.rendered {
+        Some(rendered) => rendered.clone(),
+        None => {
+            let vars = RuleVars {
+                captures: &plan.captures,
+                body: json,
+                user: ctx.actor.map(|a| &**a),
+            };
+            render_parts(rule, &vars)
+        }
+    }?;
+    Some(EventDraft {
+        event_type: parts.event_type,
+        channels: parts.channels,
+        resource: plan.resource.clone(),
+        resource_id: rule_resource_id(plan, json),
+        action: plan.action.clone(),
+        invalidate: parts.invalidate,
+        data: body::pick_data(json, &rule.data),
+        actor: ctx.actor.cloned(),
+        ts: ctx.ts,
+        origin_client: ctx.origin_client.cloned(),
+    })
+}
+
+/// Renders a rule's type, channels and keys; `None` (nothing to emit) when the type does not
+/// render or no channel does. Run once per plan when the templates read only the path.
+fn render_parts(rule: &EventRule, vars: &RuleVars<'_>) -> Option<RuleParts> {
+    let Some(event_type) = rule.event_type.render(vars).filter(|t| !t.is_empty()) else {
         tracing::debug!(
             rule = rule.path.as_str(),
             "event type did not render; no event"
@@ -339,8 +411,9 @@ fn build_rule(
     let channels = dedup(
         rule.channels
             .iter()
-            .filter_map(|t| t.render(&vars))
+            .filter_map(|t| t.render(vars))
             .filter(|c| valid_channel(c))
+            .map(Text::from)
             .collect(),
     );
     if channels.is_empty() {
@@ -350,21 +423,22 @@ fn build_rule(
     let invalidate = dedup(
         rule.invalidate
             .iter()
-            .filter_map(|key| key.iter().map(|part| part.render(&vars)).collect())
+            .filter_map(|key| {
+                key.iter()
+                    .map(|part| part.render(vars).map(Text::from))
+                    .collect()
+            })
             .collect(),
     );
-    Some(EventDraft {
-        event_type,
+    Some(RuleParts {
+        event_type: event_type.into(),
         channels,
-        resource: plan.target.as_ref().map(|t| t.collection.clone()),
-        resource_id: rule_resource_id(plan, json),
-        action: plan.action.map(|a| a.as_str().to_owned()),
         invalidate,
-        data: body::pick_data(json, &rule.data),
-        actor: ctx.actor.map(str::to_owned),
-        ts: ctx.ts,
-        origin_client: ctx.origin_client.map(str::to_owned),
     })
+}
+
+fn texts(items: Vec<String>) -> Vec<Text> {
+    items.into_iter().map(Text::from).collect()
 }
 
 /// The rule's `id` pointer, else the `id` capture, else what the convention gives for the path (the

@@ -357,3 +357,69 @@ fn many_rules_still_match_in_order() {
         "t137"
     );
 }
+
+#[test]
+fn parts_from_the_path_are_rendered_once_per_path_and_shared_by_its_events() {
+    let m = EventMatcher::new(&cfg(vec![rule(
+        &[Method::PUT],
+        "^/api/boards/(?P<b>[^/]+)$",
+        "board_{b}_changed",
+        &["board:{b}"],
+    )]));
+    let first = must_emit(&m, Method::PUT, "/api/boards/1", "");
+    let second = must_emit(&m, Method::PUT, "/api/boards/1", "");
+    assert_eq!(first.event_type, "board_1_changed");
+    assert!(Arc::ptr_eq(
+        &first.event_type.shared(),
+        &second.event_type.shared()
+    ));
+    assert!(Arc::ptr_eq(
+        &first.channels[0].shared(),
+        &second.channels[0].shared()
+    ));
+    let other = must_emit(&m, Method::PUT, "/api/boards/2", "");
+    assert_eq!(other.event_type, "board_2_changed");
+    assert_eq!(other.channels, ["board:2"]);
+}
+
+#[test]
+fn user_templates_render_for_each_event_of_a_remembered_path() {
+    let m = EventMatcher::new(&cfg(vec![rule(
+        &[Method::POST],
+        "^/api/notes$",
+        "note_by_{user}",
+        &["user:{user}"],
+    )]));
+    let plan = m.plan(&Method::POST, "/api/notes").unwrap();
+    let body = BodyPrefix {
+        bytes: b"",
+        complete: true,
+    };
+    for user in ["7", "8", "7"] {
+        let actor = Text::from(user);
+        let ctx = EmitContext {
+            actor: Some(&actor),
+            ..EmitContext::default()
+        };
+        let d = plan.build(body, &ctx).unwrap();
+        assert_eq!(d.event_type, format!("note_by_{user}"));
+        assert_eq!(d.channels, [format!("user:{user}")]);
+    }
+}
+
+#[test]
+fn a_path_whose_parts_cannot_render_emits_nothing_every_time() {
+    let m = EventMatcher::new(&cfg(vec![rule(
+        &[Method::POST],
+        "^/api/x(/(?P<id>[0-9]+))?$",
+        "x_{id}",
+        &["x"],
+    )]));
+    for _ in 0..3 {
+        assert!(emit(&m, Method::POST, "/api/x", "").is_none());
+    }
+    assert_eq!(
+        must_emit(&m, Method::POST, "/api/x/4", "").event_type,
+        "x_4"
+    );
+}

@@ -43,16 +43,19 @@ pub(super) fn rule(methods: &[Method], path: &str, ty: &str, channels: &[&str]) 
     }
 }
 
-pub(super) fn keys(k: &[&[&str]]) -> Vec<Vec<String>> {
+pub(super) fn keys(k: &[&[&str]]) -> Vec<Vec<Text>> {
     k.iter()
-        .map(|key| key.iter().map(|p| p.to_string()).collect())
+        .map(|key| key.iter().map(|p| Text::from(*p)).collect())
         .collect()
 }
 
+static ACTOR: std::sync::LazyLock<Text> = std::sync::LazyLock::new(|| Text::from("7"));
+static ORIGIN: std::sync::LazyLock<Text> = std::sync::LazyLock::new(|| Text::from("tab-1"));
+
 pub(super) fn ctx() -> EmitContext<'static> {
     EmitContext {
-        actor: Some("7"),
-        origin_client: Some("tab-1"),
+        actor: Some(&*ACTOR),
+        origin_client: Some(&*ORIGIN),
         ts: 1_764_000_000_123,
     }
 }

@@ -12,27 +12,29 @@ mod json_scan;
 mod matcher;
 mod rest;
 pub mod template;
+mod text;
 
 pub use matcher::{EventMatcher, EventPlan};
+pub use text::Text;
 
 use serde_json::value::RawValue;
 
 /// An event before the broker has numbered it. One draft fans out to each of its `channels`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDraft {
-    pub event_type: String,
-    pub channels: Vec<String>,
-    pub resource: Option<String>,
+    pub event_type: Text,
+    pub channels: Vec<Text>,
+    pub resource: Option<Text>,
     pub resource_id: Option<String>,
     /// `created` / `updated` / `deleted`, or `None` for published events.
-    pub action: Option<String>,
-    pub invalidate: Vec<Vec<String>>,
+    pub action: Option<Text>,
+    pub invalidate: Vec<Vec<Text>>,
     pub data: Data,
-    pub actor: Option<String>,
+    pub actor: Option<Text>,
     /// Milliseconds since the epoch when the sidecar saw the upstream's answer.
     pub ts: u64,
     /// The `X-Sync-Client` of the request that caused it, for `exclude_origin: connection`.
-    pub origin_client: Option<String>,
+    pub origin_client: Option<Text>,
 }
 
 /// An event's `data`: compact JSON text, written into the envelope as it is.
@@ -117,8 +119,8 @@ pub struct BodyPrefix<'a> {
 /// Facts about the request that are not in the path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EmitContext<'a> {
-    pub actor: Option<&'a str>,
-    pub origin_client: Option<&'a str>,
+    pub actor: Option<&'a Text>,
+    pub origin_client: Option<&'a Text>,
     pub ts: u64,
 }
 

@@ -107,6 +107,11 @@ impl Template {
         self.parts.iter().any(|p| matches!(p, Part::Body(_)))
     }
 
+    /// True when the template reads the requesting user (so it cannot be rendered ahead).
+    pub fn uses_user(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::User))
+    }
+
     /// `None` when any variable has no value.
     pub fn render(&self, vars: &dyn Vars) -> Option<String> {
         if let [Part::Lit(text)] = self.parts.as_slice() {

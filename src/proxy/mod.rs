@@ -29,7 +29,7 @@ use hyper::upgrade::OnUpgrade;
 
 use crate::auth::Credentials;
 use crate::body::{Body, BoxError, empty, json_error};
-use crate::events::{BodyPrefix, EmitContext, EventPlan, external, now_millis};
+use crate::events::{BodyPrefix, EmitContext, EventPlan, Text, external, now_millis};
 use crate::server::ClientConn;
 use crate::state::{Settings, Shared};
 use crate::ws::handshake::{self, SocketKind, is_websocket_upgrade};
@@ -142,8 +142,8 @@ struct Exchange {
     method: Method,
     path: String,
     plan: Option<Arc<EventPlan>>,
-    actor: Option<Arc<str>>,
-    origin_client: Option<String>,
+    actor: Option<Text>,
+    origin_client: Option<Text>,
     client_upgrade: Option<OnUpgrade>,
 }
 
@@ -177,7 +177,7 @@ async fn forward(
             .get(&X_SYNC_CLIENT)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
-            .map(str::to_owned),
+            .map(Text::from),
         client_upgrade: if is_upgrade {
             parts.extensions.remove::<OnUpgrade>()
         } else {
@@ -248,7 +248,7 @@ async fn forward(
     };
     let sent = if identity.is_some() {
         let (sent, actor) = tokio::join!(send, identify);
-        ex.actor = actor;
+        ex.actor = actor.map(Text::from);
         sent
     } else {
         send.await
@@ -343,7 +343,7 @@ async fn upstream_response(
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(
             plan,
-            &ex.actor,
+            ex.actor,
             ex.origin_client,
             ts,
             body,
@@ -369,8 +369,8 @@ fn publish_sync_event_headers(
     let values: Vec<HeaderValue> = headers.get_all(&X_SYNC_EVENT).iter().cloned().collect();
     headers.remove(&X_SYNC_EVENT);
     let ctx = EmitContext {
-        actor: ex.actor.as_deref(),
-        origin_client: ex.origin_client.as_deref(),
+        actor: ex.actor.as_ref(),
+        origin_client: ex.origin_client.as_ref(),
         ts,
     };
     for value in values {
@@ -411,20 +411,19 @@ async fn stamp_position(headers: &mut HeaderMap, channels: &[String], shared: &S
 /// Emits at once when the event needs nothing from the body; otherwise when the body has streamed.
 fn emit_on_success(
     plan: Arc<EventPlan>,
-    actor: &Option<Arc<str>>,
-    origin_client: Option<String>,
+    actor: Option<Text>,
+    origin_client: Option<Text>,
     ts: u64,
     body: Body,
     shared: &Arc<Shared>,
     limit: usize,
 ) -> Body {
     let wants_body = plan.wants_body();
-    let actor = actor.as_deref().map(str::to_owned);
     let publisher = shared.publisher.clone();
     let emit = move |bytes: &[u8], complete: bool| {
         let ctx = EmitContext {
-            actor: actor.as_deref(),
-            origin_client: origin_client.as_deref(),
+            actor: actor.as_ref(),
+            origin_client: origin_client.as_ref(),
             ts,
         };
         if let Some(draft) = plan.build(BodyPrefix { bytes, complete }, &ctx) {

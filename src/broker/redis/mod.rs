@@ -33,6 +33,7 @@ use super::{Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, Sub
 use super::{CutOff, FanOut, Subscriber, Subscribers, lock, read, write};
 use crate::config::{HistoryConfig, RedisConfig};
 use crate::events::EventDraft;
+use crate::events::Text;
 use wire::Keys;
 
 /// No Redis call may hold up a request longer than this.
@@ -213,7 +214,7 @@ impl Inner {
             .iter()
             .zip(seqs)
             .map(|(channel, seq)| Published {
-                channel: channel.clone(),
+                channel: channel.to_string(),
                 seq,
             })
             .collect())
@@ -227,7 +228,7 @@ impl Inner {
             let Some(state) = self.existing(channel) else {
                 // Nobody here listens, and nobody elsewhere can hear it: it reaches no one.
                 out.push(Published {
-                    channel: channel.clone(),
+                    channel: channel.to_string(),
                     seq: 0,
                 });
                 continue;
@@ -235,18 +236,18 @@ impl Inner {
             let mut st = lock(&state);
             let seq = st.known.max(st.dispatched.unwrap_or(0)) + 1;
             let event = Arc::new(Event {
-                channel: Arc::from(channel.as_str()),
+                channel: channel.shared(),
                 seq,
-                event_type: Arc::from(draft.event_type.as_str()),
+                event_type: draft.event_type.shared(),
                 frame: crate::events::envelope::framed(draft, channel, seq, &id),
-                origin_client: draft.origin_client.as_deref().map(Arc::from),
-                actor: draft.actor.as_deref().map(Arc::from),
+                origin_client: draft.origin_client.as_ref().map(Text::shared),
+                actor: draft.actor.as_ref().map(Text::shared),
                 published_at: std::time::Instant::now(),
             });
             st.offer(&event);
             st.diverged = Some(seq);
             out.push(Published {
-                channel: channel.clone(),
+                channel: channel.to_string(),
                 seq,
             });
         }

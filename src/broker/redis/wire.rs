@@ -122,7 +122,7 @@ pub struct Meta<'a> {
 
 pub fn meta_json(draft: &EventDraft) -> String {
     let meta = Meta {
-        event_type: draft.event_type.as_str().into(),
+        event_type: (&*draft.event_type).into(),
         origin: draft.origin_client.as_deref().map(Into::into),
         actor: draft.actor.as_deref().map(Into::into),
     };
