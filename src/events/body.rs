@@ -25,6 +25,8 @@ pub(super) struct Doc<'a> {
     text: &'a str,
     /// The members, in order, when the body is an object.
     top: Option<Vec<Member<'a>>>,
+    /// No line break anywhere in the body (see `json_scan::Scanned`).
+    one_line: bool,
 }
 
 /// The text of a valid JSON value inside a `Doc`.
@@ -38,11 +40,16 @@ pub(super) fn parse(body: BodyPrefix<'_>) -> Option<Doc<'_>> {
         return None;
     }
     let text = std::str::from_utf8(body.bytes).ok()?;
-    let top = match json_scan::scan(text)? {
+    let scanned = json_scan::scan(text)?;
+    let top = match scanned.top {
         Top::Object(members) => Some(members),
         Top::Other => None,
     };
-    Some(Doc { text, top })
+    Some(Doc {
+        text,
+        top,
+        one_line: scanned.one_line,
+    })
 }
 
 impl<'a> Doc<'a> {
@@ -125,15 +132,34 @@ pub(super) fn top_level_id(body: Option<&Doc<'_>>) -> Option<String> {
     body?.get("id").and_then(id_text)
 }
 
-/// The id at a JSON pointer such as `/id` or `/project/id` (RFC 6901: `~1` is `/`, `~0` is `~`).
-pub(super) fn id_at_pointer(body: Option<&Doc<'_>>, pointer: &str) -> Option<String> {
-    let body = body?;
-    if pointer.is_empty() {
-        return id_text(Json(body.text));
+/// A JSON pointer such as `/id` or `/project/id`, split into its keys once, when the rule is
+/// compiled (RFC 6901: `~1` is `/`, `~0` is `~`).
+#[derive(Debug, Clone)]
+pub(super) struct Pointer(Option<Vec<String>>);
+
+impl Pointer {
+    pub(super) fn parse(pointer: &str) -> Pointer {
+        if pointer.is_empty() {
+            return Pointer(Some(Vec::new()));
+        }
+        Pointer(
+            pointer
+                .strip_prefix('/')
+                .map(|keys| keys.split('/').map(|k| unescape(k).into_owned()).collect()),
+        )
     }
-    let mut tokens = pointer.strip_prefix('/')?.split('/').map(unescape);
-    let first = tokens.next()?;
-    let at = tokens.try_fold(body.get(&first)?, |at, token| at.child(&token))?;
+}
+
+/// The id at `pointer`; the empty pointer is the whole body.
+pub(super) fn id_at_pointer(body: Option<&Doc<'_>>, pointer: &Pointer) -> Option<String> {
+    let body = body?;
+    let keys = pointer.0.as_deref()?;
+    let Some((first, rest)) = keys.split_first() else {
+        return id_text(Json(body.text));
+    };
+    let at = rest
+        .iter()
+        .try_fold(body.get(first)?, |at, key| at.child(key))?;
     id_text(at)
 }
 
@@ -146,31 +172,52 @@ fn unescape(token: &str) -> Cow<'_, str> {
     }
 }
 
+/// A rule's `data` list, ready to copy: each field once, in order, with its key already written
+/// as JSON.
+#[derive(Debug, Clone, Default)]
+pub(super) struct DataFields(Vec<(String, String)>);
+
+impl DataFields {
+    pub(super) fn new(names: &[String]) -> DataFields {
+        let mut fields: Vec<(String, String)> = Vec::with_capacity(names.len());
+        for name in names {
+            if fields.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            let mut key = String::with_capacity(name.len() + 3);
+            super::envelope::push_string(&mut key, name);
+            key.push(':');
+            fields.push((name.clone(), key));
+        }
+        DataFields(fields)
+    }
+}
+
 /// A rule's `data`: the listed top-level fields copied into an object, absent ones omitted. `null`
 /// when the list is empty, the body is unusable or not an object, or none of the fields exist: an
 /// empty object would look like "the resource has no fields", which is a different statement.
-pub(super) fn pick_data(body: Option<&Doc<'_>>, fields: &[String]) -> Data {
+pub(super) fn pick_data(body: Option<&Doc<'_>>, fields: &DataFields) -> Data {
     let Some(body) = body.filter(|b| b.top.is_some()) else {
         return Data::NULL;
     };
     let mut out = String::with_capacity(64);
-    for (i, name) in fields.iter().enumerate() {
-        if fields[..i].contains(name) {
-            continue;
-        }
+    for (name, key) in &fields.0 {
         let Some(value) = body.get(name) else {
             continue;
         };
         out.push(if out.is_empty() { '{' } else { ',' });
-        super::envelope::push_string(&mut out, name);
-        out.push(':');
+        out.push_str(key);
         out.push_str(value.0);
     }
     if out.is_empty() {
         return Data::NULL;
     }
     out.push('}');
-    Data::from_json_text(out)
+    if body.one_line {
+        Data::one_line(out)
+    } else {
+        Data::from_json_text(out)
+    }
 }
 
 /// An object key or string value, borrowed from the body unless it had escapes.
@@ -336,26 +383,29 @@ mod tests {
         assert_eq!(top_level_id(None), None);
         let nested = doc(r#"{"project":{"id":5},"a/b":{"~k":"x"},"items":[{"id":"i0"}]}"#);
         assert_eq!(
-            id_at_pointer(Some(&nested), "/project/id").as_deref(),
+            id_at_pointer(Some(&nested), &Pointer::parse("/project/id")).as_deref(),
             Some("5")
         );
         assert_eq!(
-            id_at_pointer(Some(&nested), "/a~1b/~0k").as_deref(),
+            id_at_pointer(Some(&nested), &Pointer::parse("/a~1b/~0k")).as_deref(),
             Some("x")
         );
         assert_eq!(
-            id_at_pointer(Some(&nested), "/items/0/id").as_deref(),
+            id_at_pointer(Some(&nested), &Pointer::parse("/items/0/id")).as_deref(),
             Some("i0")
         );
-        assert_eq!(id_at_pointer(Some(&nested), "/project/missing"), None);
-        assert_eq!(id_at_pointer(Some(&nested), "no-slash"), None);
-        assert_eq!(id_at_pointer(Some(&doc("7")), "").as_deref(), Some("7"));
+        let at =
+            |body: &Doc<'_>, pointer: &str| id_at_pointer(Some(body), &Pointer::parse(pointer));
+        assert_eq!(at(&nested, "/project/missing"), None);
+        assert_eq!(at(&nested, "no-slash"), None);
+        assert_eq!(at(&doc("7"), "").as_deref(), Some("7"));
     }
 
     #[test]
     fn data_copies_listed_fields_or_is_null() {
         let body = doc(r#"{"id":1,"name":"n","secret":"s","nested":{"a":[1,2]}}"#);
-        let fields = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let fields =
+            |f: &[&str]| DataFields::new(&f.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(
             pick_data(Some(&body), &fields(&["id", "name", "absent", "nested"])),
             json!({"id":1,"name":"n","nested":{"a":[1,2]}})
@@ -364,13 +414,19 @@ mod tests {
             pick_data(Some(&body), &fields(&["id", "id"])),
             json!({"id":1})
         );
+        // A key that needs escaping is written as JSON.
+        let quoted = doc(r#"{"a\"b":1}"#);
+        assert_eq!(
+            pick_data(Some(&quoted), &fields(&["a\"b"])).as_json(),
+            r#"{"a\"b":1}"#
+        );
         // Line breaks in the API's own formatting would break an SSE `data:` line.
         let pretty = doc("{\n  \"id\": 1,\n  \"tags\": [\n    \"a b\"\n  ]\n}");
         let data = pick_data(Some(&pretty), &fields(&["id", "tags"]));
         assert_eq!(data, json!({"id":1,"tags":["a b"]}));
         let text = data.as_json();
         assert!(!text.contains('\n'), "{text}");
-        assert_eq!(pick_data(Some(&body), &[]), Data::NULL);
+        assert_eq!(pick_data(Some(&body), &fields(&[])), Data::NULL);
         assert_eq!(pick_data(Some(&body), &fields(&["absent"])), Data::NULL);
         assert_eq!(pick_data(Some(&doc("[1]")), &fields(&["id"])), Data::NULL);
         assert_eq!(pick_data(None, &fields(&["id"])), Data::NULL);

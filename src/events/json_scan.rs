@@ -39,12 +39,22 @@ pub(super) enum Top<'a> {
     Other,
 }
 
+/// A valid JSON text, read.
+pub(super) struct Scanned<'a> {
+    pub(super) top: Top<'a>,
+    /// No line break anywhere in the text. Strings escape theirs, so a break is always
+    /// whitespace between tokens; without one, any part of the text fits on one SSE `data:`
+    /// line as it is.
+    pub(super) one_line: bool,
+}
+
 /// `None` when `text` is not one JSON value (with whitespace around it allowed).
-pub(super) fn scan(text: &str) -> Option<Top<'_>> {
+pub(super) fn scan(text: &str) -> Option<Scanned<'_>> {
     let mut s = Scanner {
         text,
         bytes: text.as_bytes(),
         at: 0,
+        line_break: false,
     };
     s.skip_space();
     let top = if s.peek()? == b'{' {
@@ -54,13 +64,18 @@ pub(super) fn scan(text: &str) -> Option<Top<'_>> {
         Top::Other
     };
     s.skip_space();
-    (s.at == s.bytes.len()).then_some(top)
+    (s.at == s.bytes.len()).then_some(Scanned {
+        top,
+        one_line: !s.line_break,
+    })
 }
 
 struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
+    /// A `\n` or `\r` was skipped as whitespace.
+    line_break: bool,
 }
 
 impl<'a> Scanner<'a> {
@@ -69,7 +84,8 @@ impl<'a> Scanner<'a> {
     }
 
     fn skip_space(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        while let Some(byte @ (b' ' | b'\t' | b'\n' | b'\r')) = self.peek() {
+            self.line_break |= matches!(byte, b'\n' | b'\r');
             self.at += 1;
         }
     }
@@ -273,7 +289,7 @@ mod tests {
     }
 
     fn ours(text: &str) -> Option<Option<Vec<(String, String)>>> {
-        Some(match scan(text)? {
+        Some(match scan(text)?.top {
             Top::Object(members) => Some(
                 members
                     .iter()
@@ -324,6 +340,18 @@ mod tests {
         ] {
             assert_eq!(ours(text), reference(text), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_text_is_on_one_line_unless_whitespace_between_tokens_breaks_it() {
+        let one_line = |text: &str| scan(text).map(|s| s.one_line);
+        assert_eq!(one_line(r#"{"a":"x\ny","b":[1, 2]}"#), Some(true));
+        assert_eq!(one_line("{\"a\":[1,\n2]}"), Some(false));
+        assert_eq!(one_line("{\"a\":1}\r\n"), Some(false));
+        assert_eq!(one_line("\n[1]"), Some(false));
+        assert_eq!(one_line("{\"a\":\t1}"), Some(true));
+        // A raw break inside a string is not JSON at all.
+        assert_eq!(one_line("{\"a\":\"x\ny\"}"), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use http::Method;
 use regex::{Regex, RegexSet};
 
-use super::body::{self, Doc};
+use super::body::{self, DataFields, Doc, Pointer};
 use super::rest::{self, Action, RestTarget, dedup};
 use super::template::Vars;
 use super::{BodyPrefix, Data, EmitContext, EventDraft, Text};
@@ -96,6 +96,9 @@ struct CompiledRule {
     /// Its type, channel or key templates read the body or the user, so they are rendered per
     /// event rather than once per plan.
     parts_read_request: bool,
+    /// `rule.data` and `rule.id`, prepared for reading bodies.
+    data: DataFields,
+    id: Option<Pointer>,
 }
 
 /// Regexes tried together. The `RegexSet` finds every candidate in one pass; the individual `Regex`
@@ -175,6 +178,8 @@ impl EventMatcher {
                         .collect(),
                     reads_body,
                     parts_read_request,
+                    data: DataFields::new(&rule.data),
+                    id: rule.id.as_deref().map(Pointer::parse),
                     rule: rule.clone(),
                 })
             })
@@ -391,7 +396,7 @@ fn build_rule(
         resource_id: rule_resource_id(plan, json),
         action: plan.action.clone(),
         invalidate: parts.invalidate,
-        data: body::pick_data(json, &rule.data),
+        data: body::pick_data(json, &plan.rule.data),
         actor: ctx.actor.cloned(),
         ts: ctx.ts,
         origin_client: ctx.origin_client.cloned(),
@@ -445,9 +450,9 @@ fn texts(items: Vec<String>) -> Vec<Text> {
 /// path's id, or a POST's top-level body `id`). Later sources also stand in when an earlier one has no
 /// value, e.g. `id: /id` on a PUT answered 204: the path still names the item.
 fn rule_resource_id(plan: &RulePlan, json: Option<&Doc<'_>>) -> Option<String> {
-    let rule = &plan.rule.rule;
-    rule.id
-        .as_deref()
+    plan.rule
+        .id
+        .as_ref()
         .and_then(|pointer| body::id_at_pointer(json, pointer))
         .or_else(|| RuleVars::find(&plan.captures, "id").map(str::to_owned))
         .or_else(|| {

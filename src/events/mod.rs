@@ -42,7 +42,7 @@ pub struct EventDraft {
 /// Why text and not a `serde_json::Value`: `data` is copied from the API's answer or from a
 /// publisher and never looked into, so a tree would be built only to be printed again.
 #[derive(Debug, Clone, Default)]
-pub struct Data(Option<Box<str>>);
+pub struct Data(Option<String>);
 
 impl Data {
     /// `null`: no data.
@@ -52,11 +52,7 @@ impl Data {
         if value.is_null() {
             return Data::NULL;
         }
-        Data(
-            serde_json::to_string(value)
-                .ok()
-                .map(String::into_boxed_str),
-        )
+        Data(serde_json::to_string(value).ok())
     }
 
     /// From JSON text `body.rs` assembled out of validated values; it is kept only if it is on
@@ -66,7 +62,12 @@ impl Data {
             return serde_json::from_str::<serde_json::Value>(&text)
                 .map_or(Data::NULL, |v| Data::from_value(&v));
         }
-        Data(Some(text.into_boxed_str()))
+        Data(Some(text))
+    }
+
+    /// From JSON text known to be on one line (cut from a body the scanner saw no break in).
+    fn one_line(text: String) -> Data {
+        Data(Some(text))
     }
 
     /// Keeps the text unless it spans lines: a line break (only ever whitespace between tokens,
