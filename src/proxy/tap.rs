@@ -137,6 +137,32 @@ mod tests {
         assert_eq!(seen, Some((b"{\"id\":42}".to_vec(), true)));
     }
 
+    /// A sized body that ends with its one frame, as hyper hands over most JSON answers.
+    async fn run_whole(body: &'static str, limit: usize) -> (String, Option<(Vec<u8>, bool)>) {
+        let seen = Arc::new(Mutex::new(None));
+        let seen2 = Arc::clone(&seen);
+        let tap = Tap::new(
+            http_body_util::Full::new(Bytes::from_static(body.as_bytes())),
+            limit,
+            Box::new(move |b: &[u8], complete| {
+                *seen2.lock().unwrap() = Some((b.to_vec(), complete));
+            }),
+        );
+        let out = tap.collect().await.unwrap().to_bytes();
+        let got = seen.lock().unwrap().take();
+        (String::from_utf8(out.to_vec()).unwrap(), got)
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_frame_is_handed_over_whole_or_marked_incomplete_over_the_limit() {
+        let (out, seen) = run_whole("{\"id\":7}", 100).await;
+        assert_eq!(out, "{\"id\":7}");
+        assert_eq!(seen, Some((b"{\"id\":7}".to_vec(), true)));
+        let (out, seen) = run_whole("{\"id\":7}", 7).await;
+        assert_eq!(out, "{\"id\":7}");
+        assert_eq!(seen.map(|(_, complete)| complete), Some(false));
+    }
+
     #[tokio::test]
     async fn over_the_limit_the_copy_is_marked_incomplete() {
         let (out, seen) = run(&["0123456789", "abcdef"], 12).await;
