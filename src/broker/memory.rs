@@ -176,8 +176,8 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, draft: EventDraft) -> BoxFuture<'_, Result<Vec<Published>, BrokerError>> {
-        let mut id = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id);
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = super::event_id(draft.ts, &mut id);
         let published = draft
             .channels
             .iter()

@@ -60,6 +60,18 @@ impl Event {
     }
 }
 
+/// A new event's `id`: a UUIDv7 of the event's own time (`ts`, milliseconds) with random bits,
+/// written into `buf`.
+///
+/// Why not `Uuid::now_v7`: it reads the clock again and orders ids within a millisecond through a
+/// context shared by every event loop; ids only need to be unique (the `seq` orders events), and
+/// the draft already carries the time.
+pub fn event_id(ts: u64, buf: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+    let nanos = (ts % 1000) as u32 * 1_000_000;
+    let at = uuid::Timestamp::from_unix(uuid::NoContext, ts / 1000, nanos);
+    uuid::Uuid::new_v7(at).hyphenated().encode_lower(buf)
+}
+
 /// What `subscribe` found: the channel's current position and what the subscriber missed.
 #[derive(Debug)]
 pub struct SubscribeOutcome {
@@ -134,4 +146,24 @@ fn read<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 
 fn write<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_are_distinct_v7_uuids_of_the_event_time() {
+        let ts = 1_764_000_000_123;
+        let (mut a, mut b) = ([0; 36], [0; 36]);
+        let (a, b) = (event_id(ts, &mut a), event_id(ts, &mut b));
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let uuid = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!(uuid.get_version_num(), 7);
+            let (secs, nanos) = uuid.get_timestamp().unwrap().to_unix();
+            assert_eq!(secs * 1000 + u64::from(nanos) / 1_000_000, ts);
+            assert_eq!(id, uuid.hyphenated().to_string());
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
-use super::EventDraft;
+use super::{EventDraft, Text};
 
 /// Serializes the frame a subscriber of `channel` receives.
 ///
@@ -112,7 +112,7 @@ fn capacity(draft: &EventDraft) -> usize {
 
 fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str) {
     out.push_str("{\"type\":");
-    push_string(out, &draft.event_type);
+    push_text(out, &draft.event_type);
     out.push_str(",\"channel\":");
     push_string(out, channel);
     out.push_str(",\"seq\":");
@@ -120,11 +120,14 @@ fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str
     out.push_str(",\"id\":");
     push_string(out, id);
     out.push_str(",\"resource\":");
-    optional(out, draft.resource.as_deref());
+    optional(out, draft.resource.as_ref());
     out.push_str(",\"resource_id\":");
-    optional(out, draft.resource_id.as_deref());
+    match &draft.resource_id {
+        Some(id) => push_string(out, id),
+        None => out.push_str("null"),
+    }
     out.push_str(",\"action\":");
-    optional(out, draft.action.as_deref());
+    optional(out, draft.action.as_ref());
     out.push_str(",\"invalidate\":[");
     for (i, key) in draft.invalidate.iter().enumerate() {
         if i > 0 {
@@ -135,14 +138,14 @@ fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str
             if j > 0 {
                 out.push(',');
             }
-            push_string(out, part);
+            push_text(out, part);
         }
         out.push(']');
     }
     out.push_str("],\"data\":");
     out.push_str(draft.data.as_json());
     out.push_str(",\"actor\":");
-    optional(out, draft.actor.as_deref());
+    optional(out, draft.actor.as_ref());
     out.push_str(",\"ts\":");
     number(out, draft.ts);
     out.push('}');
@@ -161,9 +164,21 @@ pub(super) fn push_string(out: &mut String, s: &str) {
     }
 }
 
-fn optional(out: &mut String, s: Option<&str>) {
-    match s {
-        Some(s) => push_string(out, s),
+/// Appends a `Text`, which knows whether it needs escaping.
+fn push_text(out: &mut String, t: &Text) {
+    if t.is_plain() {
+        out.reserve(t.len() + 2);
+        out.push('"');
+        out.push_str(t);
+        out.push('"');
+    } else {
+        push_string(out, t);
+    }
+}
+
+fn optional(out: &mut String, t: Option<&Text>) {
+    match t {
+        Some(t) => push_text(out, t),
         None => out.push_str("null"),
     }
 }
@@ -171,7 +186,7 @@ fn optional(out: &mut String, s: Option<&str>) {
 /// True when `s` has no byte JSON must escape (a control character, `"` or `\`). Eight bytes
 /// at a time, the last few padded into a word of their own: every envelope checks about a
 /// hundred bytes of names, ids and keys this way, most of them shorter than eight bytes.
-fn is_plain(s: &str) -> bool {
+pub(super) fn is_plain(s: &str) -> bool {
     let mut chunks = s.as_bytes().chunks_exact(8);
     let mut special = 0;
     for chunk in &mut chunks {

@@ -11,12 +11,27 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Text(Arc<str>);
+pub struct Text(Arc<str>, Plain);
+
+/// Whether the text needs no escaping in JSON, found once when it is made: the envelope of every
+/// event writes these fields, and each had been checked again each time.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Plain(bool);
 
 impl Text {
+    fn new(s: Arc<str>) -> Text {
+        let plain = Plain(super::envelope::is_plain(&s));
+        Text(s, plain)
+    }
+
     /// The same text as the broker's events hold it.
     pub fn shared(&self) -> Arc<str> {
         Arc::clone(&self.0)
+    }
+
+    /// True when the text has nothing JSON must escape.
+    pub fn is_plain(&self) -> bool {
+        self.1.0
     }
 }
 
@@ -42,19 +57,19 @@ impl std::borrow::Borrow<str> for Text {
 
 impl From<&str> for Text {
     fn from(s: &str) -> Text {
-        Text(Arc::from(s))
+        Text::new(Arc::from(s))
     }
 }
 
 impl From<String> for Text {
     fn from(s: String) -> Text {
-        Text(Arc::from(s))
+        Text::new(Arc::from(s))
     }
 }
 
 impl From<Arc<str>> for Text {
     fn from(s: Arc<str>) -> Text {
-        Text(s)
+        Text::new(s)
     }
 }
 
@@ -116,5 +131,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).unwrap(), "\"projects\"");
         let back: Text = serde_json::from_str("\"projects\"").unwrap();
         assert_eq!(back, a);
+        assert!(a.is_plain());
+        assert!(!Text::from("a\"b").is_plain());
+        assert!(!Text::from("line\nbreak").is_plain());
     }
 }

@@ -192,7 +192,8 @@ impl Inner {
     }
 
     async fn publish_redis(&self, draft: &EventDraft) -> Result<Vec<Published>, BrokerError> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = super::event_id(draft.ts, &mut id);
         let mut call = self.publish_script.prepare_invoke();
         call.arg(self.trim)
             .arg(self.maxlen)
@@ -200,7 +201,7 @@ impl Inner {
             .arg(META_TTL.max(self.history.ttl).as_millis() as u64)
             .arg(wire::meta_json(draft));
         for channel in &draft.channels {
-            let (head, tail) = wire::frame_halves(draft, channel, &id);
+            let (head, tail) = wire::frame_halves(draft, channel, id);
             call.key(self.keys.meta(channel))
                 .key(self.keys.stream(channel))
                 .arg(self.keys.live(channel))
@@ -222,7 +223,8 @@ impl Inner {
 
     /// Redis is away: number on this replica and deliver to its own subscribers only.
     fn publish_local(&self, draft: &EventDraft) -> Vec<Published> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = super::event_id(draft.ts, &mut id);
         let mut out = Vec::with_capacity(draft.channels.len());
         for channel in &draft.channels {
             let Some(state) = self.existing(channel) else {
@@ -239,7 +241,7 @@ impl Inner {
                 channel: channel.shared(),
                 seq,
                 event_type: draft.event_type.shared(),
-                frame: crate::events::envelope::framed(draft, channel, seq, &id),
+                frame: crate::events::envelope::framed(draft, channel, seq, id),
                 origin_client: draft.origin_client.as_ref().map(Text::shared),
                 actor: draft.actor.as_ref().map(Text::shared),
                 published_at: std::time::Instant::now(),
