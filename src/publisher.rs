@@ -52,8 +52,14 @@ impl Publisher {
         let tx = match &self.route {
             Route::Queue(tx) => tx,
             Route::AtOnce(broker, metrics) => {
-                // Ready at once by the broker's promise; polled once, never awaited.
-                let _ = publish_now(&**broker, metrics, draft).now_or_never();
+                if broker.publish_here(&draft) {
+                    metrics.event_published(&draft.event_type);
+                    let event_type = &draft.event_type;
+                    tracing::debug!(%event_type, channels = draft.channels.len(), "event published");
+                } else {
+                    // Ready at once by the broker's promise; polled once, never awaited.
+                    let _ = publish_now(&**broker, metrics, draft).now_or_never();
+                }
                 return;
             }
         };

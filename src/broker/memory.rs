@@ -94,8 +94,8 @@ impl MemoryBroker {
         read(&self.channels).get(name).cloned()
     }
 
-    /// Numbers, stores and fans out one event on one channel.
-    fn publish_one(&self, draft: &EventDraft, channel: &str, id: &str) -> Published {
+    /// Numbers, stores and fans out one event on one channel; its `seq`.
+    fn publish_one(&self, draft: &EventDraft, channel: &str, id: &str) -> u64 {
         let (name, state) = self.channel(channel);
         let mut st = lock(&state);
         st.last_seq += 1;
@@ -118,10 +118,7 @@ impl MemoryBroker {
         let mut fan = FanOut::new();
         st.subscribers
             .retain(|sub| fan.offer(sub, &event) != Delivery::Gone);
-        Published {
-            channel: channel.to_owned(),
-            seq,
-        }
+        seq
     }
 
     /// Drops expired history and forgets channels nobody uses; run periodically.
@@ -181,9 +178,21 @@ impl Broker for MemoryBroker {
         let published = draft
             .channels
             .iter()
-            .map(|channel| self.publish_one(&draft, channel, id))
+            .map(|channel| Published {
+                seq: self.publish_one(&draft, channel, id),
+                channel: channel.to_string(),
+            })
             .collect();
         Box::pin(std::future::ready(Ok(published)))
+    }
+
+    fn publish_here(&self, draft: &EventDraft) -> bool {
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = super::event_id(draft.ts, &mut id);
+        for channel in &draft.channels {
+            self.publish_one(draft, channel, id);
+        }
+        true
     }
 
     fn subscribe<'a>(

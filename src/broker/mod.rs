@@ -132,6 +132,13 @@ pub trait Broker: Send + Sync + 'static {
     fn publishes_at_once(&self) -> bool {
         false
     }
+
+    /// What `publish` does, for a broker that `publishes_at_once`, without the future and the
+    /// list of positions that nobody on the response path reads. False (the default) when the
+    /// broker cannot: then the caller goes through `publish`.
+    fn publish_here(&self, _draft: &EventDraft) -> bool {
+        false
+    }
 }
 
 // A panic while a lock is held cannot leave channel state half-written in a way later readers would
