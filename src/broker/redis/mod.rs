@@ -32,8 +32,7 @@ use tokio::sync::mpsc;
 use super::{Broker, BrokerError, ConnId, Delivery, Event, Published, Resume, SubscribeOutcome};
 use super::{CutOff, FanOut, Subscriber, Subscribers, lock, read, write};
 use crate::config::{HistoryConfig, RedisConfig};
-use crate::events::EventDraft;
-use crate::events::Text;
+use crate::events::{EventDraft, Text};
 use wire::Keys;
 
 /// No Redis call may hold up a request longer than this.
