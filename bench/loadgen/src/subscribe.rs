@@ -39,8 +39,9 @@ pub async fn run(shard: Shard) -> Result<(), String> {
         let url = shard.urls[i % shard.urls.len()].clone();
         let (peer, gate, ready, stop) =
             (shard.peer, gate.clone(), ready_tx.clone(), stop_rx.clone());
+        let record = !shard.hold;
         tasks.push(tokio::spawn(async move {
-            socket(peer, url, gate, ready, stop).await
+            socket(peer, url, gate, ready, stop, record).await
         }));
     }
     drop(ready_tx);
@@ -117,6 +118,9 @@ async fn socket(
     gate: Arc<Semaphore>,
     ready: tokio::sync::mpsc::Sender<bool>,
     mut stop: watch::Receiver<bool>,
+    // False for sockets only held open (`--hold`, the REST scenario's subscriber): nobody reads
+    // what they saw, and this process shares the cores with the proxy being measured.
+    record: bool,
 ) -> Seen {
     let mut seen = Seen::new();
     let permit = gate.acquire_owned().await;
@@ -151,10 +155,13 @@ async fn socket(
             Some(Ok(_)) => continue,
             _ => break,
         };
-        if text.contains(r#""op":"subscribed""#) {
+        if ready.is_some() && text.contains(r#""op":"subscribed""#) {
             if let Some(r) = ready.take() {
                 let _ = r.send(true).await;
             }
+            continue;
+        }
+        if !record {
             continue;
         }
         if let Some((id, t)) = stamp(&text) {
