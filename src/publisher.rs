@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use crate::admin::metrics::Metrics;
 use crate::broker::Broker;
-use crate::events::EventDraft;
+use crate::events::{EventDraft, Text};
 
 const QUEUE: usize = 16 * 1024;
 
@@ -53,9 +53,7 @@ impl Publisher {
             Route::Queue(tx) => tx,
             Route::AtOnce(broker, metrics) => {
                 if broker.publish_here(&draft) {
-                    metrics.event_published(&draft.event_type);
-                    let event_type = &draft.event_type;
-                    tracing::debug!(%event_type, channels = draft.channels.len(), "event published");
+                    counted(metrics, &draft.event_type, draft.channels.len());
                 } else {
                     // Ready at once by the broker's promise; polled once, never awaited.
                     let _ = publish_now(&**broker, metrics, draft).now_or_never();
@@ -81,8 +79,7 @@ pub async fn publish_now(
     let event_type = draft.event_type.clone();
     match broker.publish(draft).await {
         Ok(published) => {
-            metrics.event_published(&event_type);
-            tracing::debug!(%event_type, channels = published.len(), "event published");
+            counted(metrics, &event_type, published.len());
             Some(published)
         }
         Err(e) => {
@@ -90,4 +87,9 @@ pub async fn publish_now(
             None
         }
     }
+}
+
+fn counted(metrics: &Metrics, event_type: &Text, channels: usize) {
+    metrics.event_published(event_type);
+    tracing::debug!(%event_type, channels, "event published");
 }

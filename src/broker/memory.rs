@@ -121,6 +121,16 @@ impl MemoryBroker {
         seq
     }
 
+    /// Publishes `draft` on each of its channels under one event id, telling `each` the new
+    /// `seq` of each channel.
+    fn publish_all(&self, draft: &EventDraft, mut each: impl FnMut(&Text, u64)) {
+        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
+        let id = super::event_id(draft.ts, &mut id);
+        for channel in &draft.channels {
+            each(channel, self.publish_one(draft, channel, id));
+        }
+    }
+
     /// Drops expired history and forgets channels nobody uses; run periodically.
     pub fn sweep(&self) {
         let now = Instant::now();
@@ -173,25 +183,18 @@ impl MemoryBroker {
 
 impl Broker for MemoryBroker {
     fn publish(&self, draft: EventDraft) -> BoxFuture<'_, Result<Vec<Published>, BrokerError>> {
-        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-        let id = super::event_id(draft.ts, &mut id);
-        let published = draft
-            .channels
-            .iter()
-            .map(|channel| Published {
-                seq: self.publish_one(&draft, channel, id),
+        let mut published = Vec::with_capacity(draft.channels.len());
+        self.publish_all(&draft, |channel, seq| {
+            published.push(Published {
                 channel: channel.to_string(),
-            })
-            .collect();
+                seq,
+            });
+        });
         Box::pin(std::future::ready(Ok(published)))
     }
 
     fn publish_here(&self, draft: &EventDraft) -> bool {
-        let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
-        let id = super::event_id(draft.ts, &mut id);
-        for channel in &draft.channels {
-            self.publish_one(draft, channel, id);
-        }
+        self.publish_all(draft, |_, _| {});
         true
     }
 

@@ -135,7 +135,7 @@ pub trait Broker: Send + Sync + 'static {
 
     /// What `publish` does, for a broker that `publishes_at_once`, without the future and the
     /// list of positions that nobody on the response path reads. False (the default) when the
-    /// broker cannot: then the caller goes through `publish`.
+    /// broker does not offer it: then the caller goes through `publish`.
     fn publish_here(&self, _draft: &EventDraft) -> bool {
         false
     }

@@ -213,11 +213,7 @@ pub(super) fn pick_data(body: Option<&Doc<'_>>, fields: &DataFields) -> Data {
         return Data::NULL;
     }
     out.push('}');
-    if body.one_line {
-        Data::one_line(out)
-    } else {
-        Data::from_json_text(out)
-    }
+    Data::from_json_text(out, body.one_line)
 }
 
 /// An object key or string value, borrowed from the body unless it had escapes.

@@ -31,14 +31,9 @@ pub struct Framed {
 impl Framed {
     /// Frames JSON text made elsewhere (room messages, events read back from Redis).
     pub fn from_text(text: &str) -> Framed {
-        let (header, header_len) = ws_header(text.len());
-        let mut ws = Vec::with_capacity(header_len + text.len());
-        ws.extend_from_slice(&header[..header_len]);
-        ws.extend_from_slice(text.as_bytes());
-        Framed {
-            ws: Bytes::from(ws),
-            text_at: header_len,
-        }
+        let mut out = with_headroom(text.len());
+        out.push_str(text);
+        behind_header(out)
     }
 
     /// The whole WebSocket frame.
@@ -64,15 +59,28 @@ impl Framed {
     }
 }
 
-/// Room in front of the text for the longest frame header (2 + 8 bytes).
-const HEADROOM: usize = 10;
+/// Placeholder bytes in front of the text, room for the longest frame header (2 + 8 bytes).
+const PLACEHOLDER: &str = "          ";
+const HEADROOM: usize = PLACEHOLDER.len();
 
 /// Serializes the envelope with room in front for its WebSocket frame header, so the frame and
 /// the text are one allocation.
 pub fn framed(draft: &EventDraft, channel: &str, seq: u64, id: &str) -> Framed {
-    let mut out = String::with_capacity(HEADROOM + capacity(draft));
-    out.push_str("          ");
+    let mut out = with_headroom(capacity(draft));
     write(&mut out, draft, channel, seq, id);
+    behind_header(out)
+}
+
+/// A buffer for `len` bytes of text behind `HEADROOM` placeholder bytes.
+fn with_headroom(len: usize) -> String {
+    let mut out = String::with_capacity(HEADROOM + len);
+    out.push_str(PLACEHOLDER);
+    out
+}
+
+/// Writes the frame header into the placeholder bytes of `out` (see `with_headroom`), right
+/// against the text.
+fn behind_header(out: String) -> Framed {
     let mut bytes = out.into_bytes();
     let (header, header_len) = ws_header(bytes.len() - HEADROOM);
     let start = HEADROOM - header_len;
@@ -153,7 +161,18 @@ fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str
 
 /// Appends `s` as a JSON string.
 pub(super) fn push_string(out: &mut String, s: &str) {
-    if is_plain(s) {
+    push_json_string(out, s, is_plain(s));
+}
+
+/// Appends a `Text`, which knows whether it needs escaping.
+fn push_text(out: &mut String, t: &Text) {
+    push_json_string(out, t, t.is_plain());
+}
+
+/// `plain`: `s` has nothing to escape (`is_plain`), so it is copied between quotes.
+#[inline]
+fn push_json_string(out: &mut String, s: &str, plain: bool) {
+    if plain {
         out.reserve(s.len() + 2);
         out.push('"');
         out.push_str(s);
@@ -161,18 +180,6 @@ pub(super) fn push_string(out: &mut String, s: &str) {
     } else {
         // A string always has a JSON form.
         out.push_str(&serde_json::to_string(s).unwrap_or_default());
-    }
-}
-
-/// Appends a `Text`, which knows whether it needs escaping.
-fn push_text(out: &mut String, t: &Text) {
-    if t.is_plain() {
-        out.reserve(t.len() + 2);
-        out.push('"');
-        out.push_str(t);
-        out.push('"');
-    } else {
-        push_string(out, t);
     }
 }
 

@@ -61,10 +61,17 @@ struct RulePlan {
     resource: Option<Text>,
     action: Option<Text>,
     method_is_post: bool,
-    /// The rule's type, channels and keys rendered when the plan was made, when none of their
-    /// templates reads the body or the user; `Some(None)`: they cannot render, so nothing is
-    /// emitted. `None`: rendered per event.
-    rendered: Option<Option<RuleParts>>,
+    parts: Parts,
+}
+
+/// When a rule's type, channels and keys are rendered.
+#[derive(Debug, Clone)]
+enum Parts {
+    /// When the plan was made, since none of their templates reads the body or the user;
+    /// `None`: they cannot render, so the path emits nothing.
+    Ahead(Option<RuleParts>),
+    /// For each event.
+    PerEvent,
 }
 
 /// A rule's type, channels and invalidation keys, rendered.
@@ -83,6 +90,7 @@ struct AutoPlan {
     event_type: Text,
     channels: Vec<Text>,
     resource: Text,
+    /// `action` as the event's text.
     action_text: Text,
 }
 
@@ -256,14 +264,16 @@ impl EventMatcher {
         let convention_reads_body = method_is_post
             && !has_id_capture
             && target.as_ref().is_some_and(|t| t.path_id.is_none());
-        let rendered = (!rule.parts_read_request).then(|| {
+        let parts = if rule.parts_read_request {
+            Parts::PerEvent
+        } else {
             let vars = RuleVars {
                 captures: &captures,
                 body: None,
                 user: None,
             };
-            render_parts(&rule.rule, &vars)
-        });
+            Parts::Ahead(render_parts(&rule.rule, &vars))
+        };
         Some(EventPlan {
             wants_body: rule.reads_body || convention_reads_body,
             kind: PlanKind::Rule(RulePlan {
@@ -273,7 +283,7 @@ impl EventMatcher {
                 captures,
                 target,
                 method_is_post,
-                rendered,
+                parts,
             }),
         })
     }
@@ -378,9 +388,9 @@ fn build_rule(
     ctx: &EmitContext<'_>,
 ) -> Option<EventDraft> {
     let rule = &plan.rule.rule;
-    let parts = match &plan.rendered {
-        Some(rendered) => rendered.clone(),
-        None => {
+    let parts = match &plan.parts {
+        Parts::Ahead(rendered) => rendered.clone(),
+        Parts::PerEvent => {
             let vars = RuleVars {
                 captures: &plan.captures,
                 body: json,

@@ -56,17 +56,13 @@ impl Data {
     }
 
     /// From JSON text `body.rs` assembled out of validated values; it is kept only if it is on
-    /// one line (see `from_raw`).
-    fn from_json_text(text: String) -> Data {
-        if text.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
+    /// one line (see `from_raw`), which is not checked again when the caller knows it is
+    /// (`one_line`: cut from a body the scanner saw no break in).
+    fn from_json_text(text: String, one_line: bool) -> Data {
+        if !one_line && text.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
             return serde_json::from_str::<serde_json::Value>(&text)
                 .map_or(Data::NULL, |v| Data::from_value(&v));
         }
-        Data(Some(text))
-    }
-
-    /// From JSON text known to be on one line (cut from a body the scanner saw no break in).
-    fn one_line(text: String) -> Data {
         Data(Some(text))
     }
 
@@ -76,7 +72,7 @@ impl Data {
     fn from_raw(raw: &RawValue) -> Data {
         match raw.get() {
             "null" => Data::NULL,
-            text => Data::from_json_text(text.to_owned()),
+            text => Data::from_json_text(text.to_owned(), false),
         }
     }
 

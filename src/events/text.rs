@@ -11,27 +11,27 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Text(Arc<str>, Plain);
-
-/// Whether the text needs no escaping in JSON, found once when it is made: the envelope of every
-/// event writes these fields, and each had been checked again each time.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Plain(bool);
+pub struct Text {
+    text: Arc<str>,
+    /// Nothing in `text` needs escaping in JSON, found once when it is made: the envelope of
+    /// every event writes these fields, and each had been checked again each time.
+    plain: bool,
+}
 
 impl Text {
-    fn new(s: Arc<str>) -> Text {
-        let plain = Plain(super::envelope::is_plain(&s));
-        Text(s, plain)
+    fn new(text: Arc<str>) -> Text {
+        let plain = super::envelope::is_plain(&text);
+        Text { text, plain }
     }
 
     /// The same text as the broker's events hold it.
     pub fn shared(&self) -> Arc<str> {
-        Arc::clone(&self.0)
+        Arc::clone(&self.text)
     }
 
     /// True when the text has nothing JSON must escape.
     pub fn is_plain(&self) -> bool {
-        self.1.0
+        self.plain
     }
 }
 
@@ -39,19 +39,19 @@ impl Deref for Text {
     type Target = str;
 
     fn deref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl AsRef<str> for Text {
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
 impl std::borrow::Borrow<str> for Text {
     fn borrow(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
@@ -75,37 +75,37 @@ impl From<Arc<str>> for Text {
 
 impl PartialEq<str> for Text {
     fn eq(&self, other: &str) -> bool {
-        *self.0 == *other
+        *self.text == *other
     }
 }
 
 impl PartialEq<&str> for Text {
     fn eq(&self, other: &&str) -> bool {
-        *self.0 == **other
+        *self.text == **other
     }
 }
 
 impl PartialEq<String> for Text {
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
+        *self.text == **other
     }
 }
 
 impl fmt::Debug for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&*self.text, f)
     }
 }
 
 impl fmt::Display for Text {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl serde::Serialize for Text {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(&self.text)
     }
 }
 
