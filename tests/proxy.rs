@@ -154,6 +154,42 @@ async fn slow_upstream_is_504_json() {
     );
 }
 
+/// A project created while the list is being read is not in that list; the list's position must
+/// be before its event, so that a client subscribing from there is sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_a_list_is_read_comes_after_its_position() {
+    let (up, api) = start_upstream_with_state().await;
+    let h = Harness::start_with_upstream(up, "").await;
+    let (mut watcher, _) = h.socket().await;
+    subscribe(&mut watcher, "projects", None).await;
+    let held = api.hold_next_list_read();
+    let url = h.url("/api/projects");
+    let list = tokio::spawn(async move { get(&url).await });
+    held.arrived.await.unwrap();
+    // The upstream has its data; a project is created before it answers.
+    let created = http(Method::POST, &h.url("/api/projects"), &[], "{}").await;
+    assert_eq!(created.status, 201);
+    let event = recv_json(&mut watcher).await;
+    assert_eq!(
+        (event["type"].as_str(), event["seq"].as_u64()),
+        (Some("project_created"), Some(1)),
+        "{event}"
+    );
+    held.release.send(()).unwrap();
+    let list = list.await.unwrap();
+    assert_eq!(list.status, 200);
+    assert_eq!(
+        list.headers["x-sync-position"], "projects=0",
+        "the list does not show project 1"
+    );
+    // What the client library does with it: subscribe from there, and be sent what it missed.
+    let (mut page, _) = h.socket().await;
+    let subscribed = subscribe(&mut page, "projects", Some(0)).await;
+    assert_eq!(subscribed["recovered"], true, "{subscribed}");
+    let missed = recv_json(&mut page).await;
+    assert_eq!(missed["seq"], 1, "{missed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_under_prefix_carries_sync_position() {
     let h = Harness::start("").await;

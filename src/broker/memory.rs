@@ -6,6 +6,7 @@
 //! never leak; a client resuming on a pruned channel gets `reset`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -26,6 +27,8 @@ pub struct MemoryBroker {
     /// clients, so the hash is seeded per process.
     channels: RwLock<foldhash::HashMap<Arc<str>, Arc<Mutex<ChannelState>>>>,
     history: HistoryConfig,
+    /// `positions_version`: moved after every numbered event and every forgotten channel.
+    moves: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +79,7 @@ impl MemoryBroker {
         Arc::new(MemoryBroker {
             channels: RwLock::default(),
             history,
+            moves: AtomicU64::new(0),
         })
     }
 
@@ -100,6 +104,8 @@ impl MemoryBroker {
         let mut st = lock(&state);
         st.last_seq += 1;
         let seq = st.last_seq;
+        // After the new seq, so that whoever reads this count then reads that seq or a later one.
+        self.moves.fetch_add(1, Ordering::Release);
         let event = Arc::new(Event {
             channel: name,
             seq,
@@ -154,6 +160,8 @@ impl MemoryBroker {
             });
             if still_idle {
                 map.remove(&name);
+                // Its position goes back to 0.
+                self.moves.fetch_add(1, Ordering::Release);
             }
         }
     }
@@ -236,6 +244,10 @@ impl Broker for MemoryBroker {
             .map(|c| map.get(c.as_str()).map_or(0, |st| lock(st).last_seq))
             .collect();
         Box::pin(std::future::ready(seqs))
+    }
+
+    fn positions_version(&self) -> Option<u64> {
+        Some(self.moves.load(Ordering::Acquire))
     }
 
     fn is_up(&self) -> bool {
@@ -415,5 +427,32 @@ mod tests {
         b.unsubscribe("project:1", s.id());
         b.sweep();
         assert_eq!(b.channel_count(), 0);
+    }
+
+    /// A read's `X-Sync-Position` is reused while this version holds, so it must move whenever
+    /// any answer of `positions` would: a numbered event, a channel forgotten (back to 0).
+    #[tokio::test]
+    async fn the_positions_version_moves_whenever_a_position_does() {
+        let b = MemoryBroker::new(HistoryConfig {
+            size: 10,
+            ttl: Duration::from_millis(1),
+        });
+        let version = || b.positions_version().expect("kept in this process");
+        let start = version();
+        let (s, _rx) = sub("x", 8);
+        b.subscribe("a", None, &s).await.unwrap();
+        b.sweep();
+        assert_eq!(version(), start, "nothing moved");
+        b.publish(draft(&["a", "b"])).await.unwrap();
+        let published = version();
+        assert_ne!(published, start);
+        assert!(b.publish_here(&draft(&["a"])));
+        assert_ne!(version(), published, "the response path's publish moves it too");
+        let before_sweep = version();
+        assert_eq!(b.positions(&["b".into()]).await, [1]);
+        std::thread::sleep(Duration::from_millis(5));
+        b.sweep();
+        assert_eq!(b.positions(&["b".into()]).await, [0], "b was forgotten");
+        assert_ne!(version(), before_sweep);
     }
 }

@@ -124,6 +124,13 @@ pub trait Broker: Send + Sync + 'static {
     /// The latest `seq` of each channel (0 for one never published to), for `X-Sync-Position`.
     fn positions<'a>(&'a self, channels: &'a [String]) -> BoxFuture<'a, Vec<u64>>;
 
+    /// A number that changes whenever any channel's position may have changed, for a broker whose
+    /// positions all change in this process; then a `positions` answer stays true for as long as
+    /// this number does. `None` (the default) when another process may move them (Redis).
+    fn positions_version(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the broker can publish right now (`/readyz`, `syncgate_broker_up`).
     fn is_up(&self) -> bool;
 

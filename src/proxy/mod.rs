@@ -19,7 +19,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
@@ -142,6 +141,8 @@ struct Exchange {
     method: Method,
     path: String,
     plan: Option<Arc<EventPlan>>,
+    /// A GET's remembered facts, and its `X-Sync-Position` as read before it went upstream.
+    read: Option<(reads::ReadFacts, Option<HeaderValue>)>,
     actor: Option<Text>,
     origin_client: Option<Text>,
     client_upgrade: Option<OnUpgrade>,
@@ -185,7 +186,22 @@ async fn forward(
         },
         method: parts.method.clone(),
         path,
+        read: None,
     };
+    if ex.method == Method::GET && !is_upgrade {
+        let facts = settings
+            .reads
+            .facts(&ex.path, &cfg.cache_control.rules, &settings.matcher);
+        // Read before the request goes upstream, never after its answer: an event numbered in
+        // between may be for a change the answer does not show, and a client that resumed after
+        // it would never see it. Read before, every event at or below the position is for a
+        // change the upstream had made when it read; later ones are replayed, at worst twice.
+        let position = match &facts.position {
+            Some(position) => position.read(shared.broker.as_ref()).await,
+            None => None,
+        };
+        ex.read = Some((facts, position));
+    }
 
     // Phase: upstream request. Plain requests go in origin form over the client connection's own
     // upstream connection; upgrades take a pooled one, which the tunnel then keeps.
@@ -324,28 +340,25 @@ async fn upstream_response(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let ts = now_millis();
     // When the application publishes for this response itself, its events replace the automatic one.
-    let app_published = publish_sync_event_headers(&mut parts.headers, &ex, ts, shared);
+    let app_published = publish_sync_event_headers(&mut parts.headers, &ex, shared);
     let rules = &cfg.cache_control.rules;
-    let read = (ex.method == Method::GET)
-        .then(|| settings.reads.facts(&ex.path, rules, &settings.matcher));
-    let cache_rule = match &read {
-        Some(read) => read.cache_rule,
-        None => cache_control::rule_for(rules, &ex.method, &ex.path),
+    let (cache_rule, position) = match ex.read {
+        Some((facts, position)) => (facts.cache_rule, position),
+        None => (cache_control::rule_for(rules, &ex.method, &ex.path), None),
     };
     if let Some(rule) = cache_rule.and_then(|i| rules.get(i)) {
         cache_control::apply_rule(rule, &mut parts.headers);
     }
-    if let Some(read) = read.filter(|_| status.is_success()) {
-        stamp_position(&mut parts.headers, &read.channels, shared).await;
+    if let Some(position) = position.filter(|_| status.is_success()) {
+        stamp_position(&mut parts.headers, position);
     }
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(
             plan,
             ex.actor,
             ex.origin_client,
-            ts,
+            now_millis(),
             body,
             shared,
             cfg.limits.event_body_max_bytes,
@@ -357,15 +370,11 @@ async fn upstream_response(
 
 /// `X-Sync-Event` is the application's own way to publish; it never reaches the client.
 /// Returns whether the response carried any.
-fn publish_sync_event_headers(
-    headers: &mut HeaderMap,
-    ex: &Exchange,
-    ts: u64,
-    shared: &Shared,
-) -> bool {
+fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &Shared) -> bool {
     if !headers.contains_key(&X_SYNC_EVENT) {
         return false;
     }
+    let ts = now_millis();
     let values: Vec<HeaderValue> = headers.get_all(&X_SYNC_EVENT).iter().cloned().collect();
     headers.remove(&X_SYNC_EVENT);
     let ctx = EmitContext {
@@ -383,16 +392,7 @@ fn publish_sync_event_headers(
 }
 
 /// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).
-async fn stamp_position(headers: &mut HeaderMap, channels: &[String], shared: &Shared) {
-    if channels.is_empty() {
-        return;
-    }
-    let seqs = shared.broker.positions(channels).await;
-    let positions = channels.iter().map(String::as_str).zip(seqs);
-    let text = sse::format_positions(positions);
-    let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(text)) else {
-        return;
-    };
+fn stamp_position(headers: &mut HeaderMap, value: HeaderValue) {
     headers.insert(X_SYNC_POSITION, value);
     if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
         let exposed = match headers

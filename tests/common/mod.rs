@@ -20,6 +20,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -51,6 +52,26 @@ pub struct ApiState {
     next_id: AtomicU64,
     /// How many times `/api/auth/me` was called.
     pub auth_calls: AtomicU64,
+    /// The next `GET /api/projects`, held (see `hold_next_list_read`).
+    held: std::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+/// A list read the test API has arrived at, and answers only once released.
+pub struct HeldRead {
+    /// Fires when the API has the request: what it answers is what it has at that moment.
+    pub arrived: oneshot::Receiver<()>,
+    pub release: oneshot::Sender<()>,
+}
+
+impl ApiState {
+    /// Holds the next `GET /api/projects` between reading its data and answering, as a slow
+    /// query or a busy server would.
+    pub fn hold_next_list_read(&self) -> HeldRead {
+        let (arrived_tx, arrived) = oneshot::channel();
+        let (release, release_rx) = oneshot::channel();
+        *self.held.lock().unwrap() = Some((arrived_tx, release_rx));
+        HeldRead { arrived, release }
+    }
 }
 
 /// Who the test API thinks is calling: `session=alice|bob` cookies or `Bearer alice-token|bob-token`.
@@ -100,11 +121,18 @@ async fn test_api(
             Some("7") => json_resp(StatusCode::OK, json!({"id": "secret"})),
             _ => json_resp(StatusCode::NOT_FOUND, json!({"detail": "Not Found"})),
         },
-        (&Method::GET, ["api", "projects"]) => json_resp(
+        (&Method::GET, ["api", "projects"]) => {
+            let held = state.held.lock().unwrap().take();
+            if let Some((arrived, release)) = held {
+                let _ = arrived.send(());
+                let _ = release.await;
+            }
+            json_resp(
             StatusCode::OK,
             json!([{"id": 1, "name": "Apollo", "description": "first project, with a description long enough to look real"},
                    {"id": 2, "name": "Gemini", "description": "second project, with a description long enough to look real"}]),
-        ),
+        )
+        }
         (&Method::POST, ["api", "projects"]) => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let mut v: Value = serde_json::from_slice(&body).unwrap_or(json!({}));
