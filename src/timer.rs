@@ -1,15 +1,18 @@
 //! Timers kept per connection and lent out again with a new deadline.
 //!
 //! A tokio timer is a timer-wheel insert on its first poll and a removal (under the driver's
-//! lock) when dropped, while moving a registered timer's deadline later only stores the new
-//! deadline. A timer made and dropped for every request (hyper's header-read timeout, our
-//! upstream request timeout) paid the insert and the removal each time; a connection's requests
-//! come one after another, so one timer per connection, lent out and handed back, serves them all.
+//! lock) when dropped, and moving its deadline is a wheel update on its next poll. A timer made
+//! and dropped for every request (hyper's header-read timeout, our upstream request timeout) paid
+//! the insert and the removal each time; a connection's requests come one after another, so one
+//! timer per connection, lent out and handed back, serves them all. And as each request's deadline
+//! is later than the one before, the timer is not moved at all: it stays set for the earliest
+//! deadline it was lent with, and when it fires before the deadline of the loan that holds it, it
+//! is moved then, once per timeout's length instead of once per request.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
@@ -19,20 +22,46 @@ use tokio::time::Sleep;
 pub struct Spare(Mutex<Option<Pin<Box<Sleep>>>>);
 
 impl Spare {
-    /// The spare timer set to `deadline`, or a new one when it is out (lent, or never made).
-    pub fn take(&self, deadline: tokio::time::Instant) -> Pin<Box<Sleep>> {
+    /// A timer that completes at `deadline`: the spare one when it is in, or a new one when it is
+    /// out (lent, or never made).
+    pub fn take(&self, deadline: tokio::time::Instant) -> Armed {
         let spare = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match spare {
-            Some(mut sleep) => {
+        let sleep = match spare {
+            // Set later than this loan ends: only moving it earlier keeps the loan's deadline.
+            Some(mut sleep) if sleep.deadline() > deadline => {
                 sleep.as_mut().reset(deadline);
                 sleep
             }
+            Some(sleep) => sleep,
             None => Box::pin(tokio::time::sleep_until(deadline)),
-        }
+        };
+        Armed { sleep, deadline }
     }
 
-    pub fn put(&self, sleep: Pin<Box<Sleep>>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(sleep);
+    pub fn put(&self, armed: Armed) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(armed.sleep);
+    }
+}
+
+/// A timer on loan until `deadline`. The timer under it may be set earlier: then it fires early,
+/// and is moved to `deadline` and waited on again.
+pub struct Armed {
+    sleep: Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+}
+
+impl Future for Armed {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.sleep.as_mut().poll(cx));
+            if self.sleep.deadline() >= self.deadline {
+                return Poll::Ready(());
+            }
+            let deadline = self.deadline;
+            self.sleep.as_mut().reset(deadline);
+        }
     }
 }
 
@@ -60,7 +89,7 @@ impl hyper::rt::Timer for ConnTimer {
 
 /// A spare out on loan; it goes back to its connection when hyper drops it.
 struct Lent {
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Option<Armed>,
     home: Arc<Spare>,
 }
 
@@ -69,7 +98,7 @@ impl Future for Lent {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         match self.sleep.as_mut() {
-            Some(sleep) => sleep.as_mut().poll(cx),
+            Some(sleep) => Pin::new(sleep).poll(cx),
             None => Poll::Ready(()),
         }
     }
@@ -94,7 +123,8 @@ mod tests {
     async fn a_lent_timer_fires_at_its_new_deadline_each_time_it_is_lent() {
         let timer = ConnTimer::default();
         let start = tokio::time::Instant::now();
-        // Lent, dropped before it fires, lent again: the second loan keeps its own deadline.
+        // Lent, dropped before it fires, lent again: the second loan keeps its own deadline,
+        // though the timer under it is still set for the first's and fires then.
         let first = timer.sleep(Duration::from_secs(5));
         drop(first);
         assert!(timer.0.0.lock().unwrap().is_some(), "the timer came back");
@@ -107,7 +137,13 @@ mod tests {
                 "{elapsed:?} instead of {secs} s"
             );
         };
-        timer.sleep(Duration::from_secs(15)).await;
+        let mut second = timer.sleep(Duration::from_secs(15));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            futures_util::FutureExt::now_or_never(&mut second).is_none(),
+            "past the first loan's deadline, not the second's"
+        );
+        second.await;
         about(15);
         // A fired timer lent again waits again.
         timer.sleep(Duration::from_secs(2)).await;

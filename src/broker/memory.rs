@@ -447,7 +447,11 @@ mod tests {
         let published = version();
         assert_ne!(published, start);
         assert!(b.publish_here(&draft(&["a"])));
-        assert_ne!(version(), published, "the response path's publish moves it too");
+        assert_ne!(
+            version(),
+            published,
+            "the response path's publish moves it too"
+        );
         let before_sweep = version();
         assert_eq!(b.positions(&["b".into()]).await, [1]);
         std::thread::sleep(Duration::from_millis(5));

@@ -21,6 +21,7 @@ mod conn;
 mod wire;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
@@ -106,7 +107,7 @@ impl Link {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
-            match timer.as_mut().poll(cx) {
+            match Pin::new(&mut timer).poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Err(UpstreamError::Timeout(cfg.request_timeout))),
                 Poll::Pending => Poll::Pending,
             }
