@@ -33,7 +33,7 @@ pub struct ClientConn {
 
 /// A client that has not sent its request head within this time is dropped (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// Request heads larger than this are refused with 431 (see `proxy::head_too_large`).
+/// Request heads larger than this are refused with 431 (see `proxy::survey`).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 pub async fn serve<H, F>(

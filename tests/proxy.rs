@@ -154,6 +154,34 @@ async fn slow_upstream_is_504_json() {
     );
 }
 
+/// A browser reads only the headers a CORS answer exposes: the position is added to the
+/// upstream's own list, and only on CORS answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_position_is_exposed_on_cors_answers() {
+    let h = Harness::start("").await;
+    let teams = http(
+        Method::GET,
+        &h.url("/api/teams"),
+        &[("origin", "https://app.example")],
+        "",
+    )
+    .await;
+    assert_eq!(teams.headers["x-sync-position"], "teams=0");
+    assert_eq!(
+        teams.headers["access-control-expose-headers"],
+        "X-Total-Count, X-Sync-Position"
+    );
+    let projects = get(&h.url("/api/projects")).await;
+    assert_eq!(projects.headers["x-sync-position"], "projects=0");
+    assert!(
+        projects
+            .headers
+            .get("access-control-expose-headers")
+            .is_none(),
+        "not a CORS answer"
+    );
+}
+
 /// A project created while the list is being read is not in that list; the list's position must
 /// be before its event, so that a client subscribing from there is sent it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,10 @@ pub fn rule_for(rules: &[CacheRule], method: &Method, path: &str) -> Option<usiz
     })
 }
 
-/// Sets the rule's value, unless the rule defers to a `Cache-Control` the upstream chose itself.
-pub fn apply_rule(rule: &CacheRule, headers: &mut HeaderMap) {
-    if rule.only_if_missing && headers.contains_key(header::CACHE_CONTROL) {
+/// Sets the rule's value, unless the rule defers to a `Cache-Control` the upstream chose itself
+/// (`upstream_set`: the caller has looked through the answer's headers already).
+pub fn apply_rule(rule: &CacheRule, headers: &mut HeaderMap, upstream_set: bool) {
+    if rule.only_if_missing && upstream_set {
         return;
     }
     headers.insert(header::CACHE_CONTROL, rule.value.clone());
@@ -28,7 +29,8 @@ mod tests {
 
     fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
         if let Some(rule) = rule_for(rules, method, path).and_then(|i| rules.get(i)) {
-            apply_rule(rule, headers);
+            let upstream_set = headers.contains_key(header::CACHE_CONTROL);
+            apply_rule(rule, headers, upstream_set);
         }
     }
 

@@ -64,7 +64,8 @@ async fn route(
     shared: &Arc<Shared>,
     client: &ClientConn,
 ) -> Response<Body> {
-    if head_too_large(&req) {
+    let head = survey(&req);
+    if head.too_large {
         return json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
@@ -100,20 +101,43 @@ async fn route(
     if path == cfg.sse.path && req.method() == Method::GET {
         return sse::serve(req, Arc::clone(shared)).await;
     }
-    forward(req, shared, &settings, client).await
+    forward(req, head, shared, &settings, client).await
 }
 
-/// hyper bounds a head only while it is still incomplete after a read, so a large head that
-/// arrives in one read gets through; this check is exact.
-fn head_too_large<B>(req: &Request<B>) -> bool {
+/// What the pipeline asks of a request's headers, answered in the one pass that sizes the head:
+/// a request has few headers, and a hashed lookup per question cost more than the whole pass.
+struct RequestHead {
+    /// hyper bounds a head only while it is still incomplete after a read, so a large head that
+    /// arrives in one read gets through; this check is exact.
+    too_large: bool,
+    upgrade: bool,
+    /// The first `X-Sync-Client`, when it is usable as a client id.
+    origin_client: Option<Text>,
+}
+
+fn survey<B>(req: &Request<B>) -> RequestHead {
     let mut size = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    let mut head = RequestHead {
+        too_large: false,
+        upgrade: false,
+        origin_client: None,
+    };
+    let mut client_seen = false;
     for (name, value) in req.headers() {
         size += name.as_str().len() + value.len() + 4;
-        if size > crate::server::MAX_HEAD_BYTES {
-            return true;
+        if *name == header::UPGRADE {
+            head.upgrade = true;
+        } else if *name == X_SYNC_CLIENT && !client_seen {
+            client_seen = true;
+            head.origin_client = value
+                .to_str()
+                .ok()
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
+                .map(Text::from);
         }
     }
-    false
+    head.too_large = size > crate::server::MAX_HEAD_BYTES;
+    head
 }
 
 /// The room of a `room_path` request (`/api/ws/room/{room}`), percent-decoded; `Some("")` when the
@@ -150,13 +174,14 @@ struct Exchange {
 
 async fn forward(
     req: Request<Incoming>,
+    head: RequestHead,
     shared: &Arc<Shared>,
     settings: &Settings,
     client: &ClientConn,
 ) -> Response<Body> {
     let cfg = &settings.config;
     let (mut parts, body) = req.into_parts();
-    let is_upgrade = parts.headers.contains_key(header::UPGRADE);
+    let is_upgrade = head.upgrade;
     let path = parts.uri.path().to_owned();
     let plan = if is_upgrade {
         None
@@ -173,12 +198,7 @@ async fn forward(
     let mut ex = Exchange {
         plan,
         actor: None,
-        origin_client: parts
-            .headers
-            .get(&X_SYNC_CLIENT)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= MAX_CLIENT_ID)
-            .map(Text::from),
+        origin_client: head.origin_client,
         client_upgrade: if is_upgrade {
             parts.extensions.remove::<OnUpgrade>()
         } else {
@@ -340,18 +360,20 @@ async fn upstream_response(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
+    let present = ResponseHead::survey(&parts.headers);
     // When the application publishes for this response itself, its events replace the automatic one.
-    let app_published = publish_sync_event_headers(&mut parts.headers, &ex, shared);
+    let app_published =
+        present.sync_event && publish_sync_event_headers(&mut parts.headers, &ex, shared);
     let rules = &cfg.cache_control.rules;
     let (cache_rule, position) = match ex.read {
         Some((facts, position)) => (facts.cache_rule, position),
         None => (cache_control::rule_for(rules, &ex.method, &ex.path), None),
     };
     if let Some(rule) = cache_rule.and_then(|i| rules.get(i)) {
-        cache_control::apply_rule(rule, &mut parts.headers);
+        cache_control::apply_rule(rule, &mut parts.headers, present.cache_control);
     }
     if let Some(position) = position.filter(|_| status.is_success()) {
-        stamp_position(&mut parts.headers, position);
+        stamp_position(&mut parts.headers, position, present.cors);
     }
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(
@@ -368,12 +390,35 @@ async fn upstream_response(
     Response::from_parts(parts, body)
 }
 
-/// `X-Sync-Event` is the application's own way to publish; it never reaches the client.
-/// Returns whether the response carried any.
-fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &Shared) -> bool {
-    if !headers.contains_key(&X_SYNC_EVENT) {
-        return false;
+/// Which of the headers the answer's phases ask about the upstream's answer carries, found in one
+/// pass over its names (standard names compare as a tag) rather than a hashed lookup each.
+#[derive(Default)]
+struct ResponseHead {
+    sync_event: bool,
+    cache_control: bool,
+    /// `Access-Control-Allow-Origin`: the answer is CORS.
+    cors: bool,
+}
+
+impl ResponseHead {
+    fn survey(headers: &HeaderMap) -> ResponseHead {
+        let mut head = ResponseHead::default();
+        for name in headers.keys() {
+            if *name == header::CACHE_CONTROL {
+                head.cache_control = true;
+            } else if *name == header::ACCESS_CONTROL_ALLOW_ORIGIN {
+                head.cors = true;
+            } else if *name == X_SYNC_EVENT {
+                head.sync_event = true;
+            }
+        }
+        head
     }
+}
+
+/// `X-Sync-Event` is the application's own way to publish (the caller has seen one); it never
+/// reaches the client. Returns whether the response carried any.
+fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &Shared) -> bool {
     let ts = now_millis();
     let values: Vec<HeaderValue> = headers.get_all(&X_SYNC_EVENT).iter().cloned().collect();
     headers.remove(&X_SYNC_EVENT);
@@ -392,9 +437,9 @@ fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &S
 }
 
 /// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).
-fn stamp_position(headers: &mut HeaderMap, value: HeaderValue) {
+fn stamp_position(headers: &mut HeaderMap, value: HeaderValue, cors: bool) {
     headers.insert(X_SYNC_POSITION, value);
-    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+    if cors {
         let exposed = match headers
             .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
             .and_then(|v| v.to_str().ok())

@@ -167,6 +167,14 @@ async fn test_api(
             .header("cache-control", "max-age=60")
             .body(full("cached"))
             .unwrap(),
+        // A CORS answer, as FastAPI's CORSMiddleware gives one, exposing a header of its own.
+        (&Method::GET, ["api", "teams"]) => Response::builder()
+            .header("content-type", "application/json")
+            .header("access-control-allow-origin", "https://app.example")
+            .header("access-control-expose-headers", "X-Total-Count")
+            .header("x-total-count", "0")
+            .body(full("[]"))
+            .unwrap(),
         (&Method::GET, ["static", "app.js"]) => Response::builder().body(full("js")).unwrap(),
         (&Method::GET, ["api", "slow"]) => {
             tokio::time::sleep(Duration::from_secs(5)).await;
