@@ -129,5 +129,7 @@ banner "benchmark suite, smoke mode (bench/run.sh --smoke)"
 # Tiny sizes on the debug build against every peer (installed from Debian's packages when
 # missing): keeps the suite from rotting. The real runs are `bench/run.sh` (see BENCHMARKS.md).
 BENCH_OUT="$(mktemp -d)" bench/run.sh --smoke
+# The before/after comparison (BENCHMARKS.md), one short pair of the debug build against itself.
+LOADGEN="$ROOT/target/debug/syncgate-loadgen" bench/ab.sh target/debug/syncgate target/debug/syncgate --pairs 1 --duration 1
 
 banner "all tests passed"
