@@ -49,28 +49,8 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() { # url
-  local i
-  for i in $(seq 200); do
-    curl -s -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.05
-  done
-  echo "bench/ab.sh: $1 did not come up; logs in $WORK" >&2
-  exit 1
-}
+# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml.
+source "$ROOT/bench/lib.sh"
 
 UP="127.0.0.1:$(free_port)"
 "$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
@@ -82,26 +62,7 @@ run() { # binary method
   local port admin sg sub ticks0 ticks1 text script=()
   port="$(free_port)"
   admin="$(free_port)"
-  cat >"$WORK/syncgate.yaml" <<EOF
-listen: "127.0.0.1:$port"
-admin_listen: "127.0.0.1:$admin"
-upstream:
-  url: "http://$UP"
-events:
-  rules:
-    - methods: [POST]
-      path: "^/api/projects/?\$"
-      type: project_created
-      channels: ["projects"]
-      invalidate: [["projects"]]
-      id: "/id"
-      data: ["id", "t"]
-websocket:
-  allowed_origins: ["*"]
-limits:
-  max_connections: 100000
-  send_queue: 4096
-EOF
+  syncgate_yaml "$port" "$admin" "$UP" >"$WORK/syncgate.yaml"
   RUST_LOG=warn "$1" --config "$WORK/syncgate.yaml" >>"$WORK/syncgate.log" 2>&1 &
   sg=$!
   PIDS+=("$sg")
@@ -114,9 +75,8 @@ EOF
   ticks0="$(awk '{print $14 + $15}' "/proc/$sg/stat")"
   text="$(wrk -t1 -c32 -d"${DURATION}s" "${script[@]}" "http://127.0.0.1:$port/api/projects")"
   ticks1="$(awk '{print $14 + $15}' "/proc/$sg/stat")"
-  kill "$sub" "$sg" 2>/dev/null || true
-  wait "$sub" "$sg" 2>/dev/null || true
-  PIDS=("${PIDS[@]:0:1}")
+  stop "$sub"
+  stop "$sg"
   python3 -c '
 import re, sys
 text = sys.stdin.read()

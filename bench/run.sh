@@ -73,42 +73,8 @@ RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
 
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Forget a stopped process so cleanup does not signal a reused PID.
-stop() {
-  local pid="$1" keep=() p
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_http() { # url [what]
-  local i
-  for i in $(seq 200); do
-    curl -s -o /dev/null --max-time 1 "$1" && return 0
-    sleep 0.05
-  done
-  echo "bench/run.sh: ${2:-$1} did not come up; logs in $WORK" >&2
-  exit 1
-}
+# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml.
+source "$ROOT/bench/lib.sh"
 
 UP_PORT="$(free_port)"
 "$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 >"$WORK/upstream.log" 2>&1 &
@@ -121,27 +87,7 @@ UP="127.0.0.1:$UP_PORT"
 start_syncgate() { # [extra yaml]
   PORT="$(free_port)"
   local admin; admin="$(free_port)"
-  cat >"$WORK/syncgate-$PORT.yaml" <<EOF
-listen: "127.0.0.1:$PORT"
-admin_listen: "127.0.0.1:$admin"
-upstream:
-  url: "http://$UP"
-events:
-  rules:
-    - methods: [POST]
-      path: "^/api/projects/?\$"
-      type: project_created
-      channels: ["projects"]
-      invalidate: [["projects"]]
-      id: "/id"
-      data: ["id", "t"]
-websocket:
-  allowed_origins: ["*"]
-limits:
-  max_connections: 100000
-  send_queue: 4096
-${1:-}
-EOF
+  syncgate_yaml "$PORT" "$admin" "$UP" "${1:-}" >"$WORK/syncgate-$PORT.yaml"
   RUST_LOG=warn SYNCGATE_WORKERS="${SG_WORKERS:-$(nproc)}" "$SYNCGATE" --config "$WORK/syncgate-$PORT.yaml" >"$WORK/syncgate-$PORT.log" 2>&1 &
   PID=$!
   PIDS+=("$PID")

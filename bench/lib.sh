@@ -1,0 +1,65 @@
+# What bench/run.sh and bench/ab.sh share: the processes they started (stopped by PID on exit),
+# ports, readiness, and the sidecar's benchmark config. Sourced after WORK is set.
+
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Forget a stopped process so cleanup does not signal a reused PID.
+stop() {
+  local pid="$1" keep=() p
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_http() { # url [what]
+  local i
+  for i in $(seq 200); do
+    curl -s -o /dev/null --max-time 1 "$1" && return 0
+    sleep 0.05
+  done
+  echo "$(basename "$0"): ${2:-$1} did not come up; logs in $WORK" >&2
+  exit 1
+}
+
+# The sidecar's config in every scenario: the POST rule whose event carries the upstream's `t`
+# (the subscribers' clock reference), any origin, room for the largest fan-out.
+syncgate_yaml() { # port admin-port upstream-host:port [extra yaml]
+  cat <<YAML
+listen: "127.0.0.1:$1"
+admin_listen: "127.0.0.1:$2"
+upstream:
+  url: "http://$3"
+events:
+  rules:
+    - methods: [POST]
+      path: "^/api/projects/?\$"
+      type: project_created
+      channels: ["projects"]
+      invalidate: [["projects"]]
+      id: "/id"
+      data: ["id", "t"]
+websocket:
+  allowed_origins: ["*"]
+limits:
+  max_connections: 100000
+  send_queue: 4096
+${4:-}
+YAML
+}
