@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::admin::metrics::Metrics;
@@ -21,48 +20,35 @@ const QUEUE: usize = 16 * 1024;
 
 #[derive(Clone)]
 pub struct Publisher {
-    route: Route,
-}
-
-#[derive(Clone)]
-enum Route {
-    AtOnce(Arc<dyn Broker>, Arc<Metrics>),
-    Queue(mpsc::Sender<EventDraft>),
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+    /// To the task that publishes what the broker cannot publish here (`Broker::publish_here`).
+    queue: mpsc::Sender<EventDraft>,
 }
 
 impl Publisher {
     pub fn spawn(broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Publisher {
-        if broker.publishes_at_once() {
-            return Publisher {
-                route: Route::AtOnce(broker, metrics),
-            };
-        }
-        let (tx, mut rx) = mpsc::channel::<EventDraft>(QUEUE);
+        let (queue, mut rx) = mpsc::channel::<EventDraft>(QUEUE);
+        let (task_broker, task_metrics) = (Arc::clone(&broker), Arc::clone(&metrics));
         tokio::spawn(async move {
             while let Some(draft) = rx.recv().await {
-                publish_now(&*broker, &metrics, draft).await;
+                publish_now(&*task_broker, &task_metrics, draft).await;
             }
         });
         Publisher {
-            route: Route::Queue(tx),
+            broker,
+            metrics,
+            queue,
         }
     }
 
     pub fn publish(&self, draft: EventDraft) {
-        let tx = match &self.route {
-            Route::Queue(tx) => tx,
-            Route::AtOnce(broker, metrics) => {
-                if broker.publish_here(&draft) {
-                    counted(metrics, &draft.event_type, draft.channels.len());
-                } else {
-                    // Ready at once by the broker's promise; polled once, never awaited.
-                    let _ = publish_now(&**broker, metrics, draft).now_or_never();
-                }
-                return;
-            }
-        };
-        if let Err(mpsc::error::TrySendError::Full(draft)) = tx.try_send(draft) {
-            let tx = tx.clone();
+        if self.broker.publish_here(&draft) {
+            counted(&self.metrics, &draft.event_type, draft.channels.len());
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(draft)) = self.queue.try_send(draft) {
+            let tx = self.queue.clone();
             tokio::spawn(async move {
                 let _ = tx.send(draft).await;
             });

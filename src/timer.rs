@@ -1,13 +1,14 @@
 //! Timers kept per connection and lent out again with a new deadline.
 //!
 //! A tokio timer is a timer-wheel insert on its first poll and a removal (under the driver's
-//! lock) when dropped, and moving its deadline is a wheel update on its next poll. A timer made
-//! and dropped for every request (hyper's header-read timeout, our upstream request timeout) paid
-//! the insert and the removal each time; a connection's requests come one after another, so one
-//! timer per connection, lent out and handed back, serves them all. And as each request's deadline
-//! is later than the one before, the timer is not moved at all: it stays set for the earliest
-//! deadline it was lent with, and when it fires before the deadline of the loan that holds it, it
-//! is moved then, once per timeout's length instead of once per request.
+//! lock) when dropped, while moving a registered timer's deadline later only records the new
+//! deadline. A timer made and dropped for every request (hyper's header-read timeout, our
+//! upstream request timeout) paid the insert and the removal each time; a connection's requests
+//! come one after another, so one timer per connection, lent out and handed back, serves them all.
+//! Even recording a later deadline (a clock-to-tick conversion and an atomic update) is skipped:
+//! the timer stays set for the earliest deadline it was lent with, and when it fires before the
+//! deadline of the loan that holds it, it is moved then, once per timeout's length instead of
+//! once per request.
 
 use std::future::Future;
 use std::pin::Pin;

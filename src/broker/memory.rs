@@ -253,10 +253,6 @@ impl Broker for MemoryBroker {
     fn is_up(&self) -> bool {
         true
     }
-
-    fn publishes_at_once(&self) -> bool {
-        true
-    }
 }
 
 #[cfg(test)]

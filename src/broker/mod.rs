@@ -134,15 +134,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Whether the broker can publish right now (`/readyz`, `syncgate_broker_up`).
     fn is_up(&self) -> bool;
 
-    /// Whether `publish` does its work before it returns (no I/O to wait for), so that the
-    /// response path may publish itself instead of handing the draft to the publisher's task.
-    fn publishes_at_once(&self) -> bool {
-        false
-    }
-
-    /// What `publish` does, for a broker that `publishes_at_once`, without the future and the
-    /// list of positions that nobody on the response path reads. False (the default) when the
-    /// broker does not offer it: then the caller goes through `publish`.
+    /// What `publish` does, done before returning, for a broker with no I/O to wait for: the
+    /// response path then publishes itself instead of handing the draft to the publisher's task,
+    /// without the future and the list of positions nobody there reads. False (the default),
+    /// having done nothing, when the broker must go through `publish`.
     fn publish_here(&self, _draft: &EventDraft) -> bool {
         false
     }

@@ -361,8 +361,10 @@ async fn upstream_response(
     headers::strip_hop_by_hop(&mut parts.headers, false);
     let present = ResponseHead::survey(&parts.headers);
     // When the application publishes for this response itself, its events replace the automatic one.
-    let app_published =
-        present.sync_event && publish_sync_event_headers(&mut parts.headers, &ex, shared);
+    let app_published = present.sync_event;
+    if app_published {
+        publish_sync_event_headers(&mut parts.headers, &ex, shared);
+    }
     let rules = &cfg.cache_control.rules;
     let (cache_rule, position) = match ex.read {
         Some((facts, position)) => (facts.cache_rule, position),
@@ -416,8 +418,8 @@ impl ResponseHead {
 }
 
 /// `X-Sync-Event` is the application's own way to publish (the caller has seen one); it never
-/// reaches the client. Returns whether the response carried any.
-fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &Shared) -> bool {
+/// reaches the client.
+fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &Shared) {
     let ts = now_millis();
     let values: Vec<HeaderValue> = headers.get_all(&X_SYNC_EVENT).iter().cloned().collect();
     headers.remove(&X_SYNC_EVENT);
@@ -432,7 +434,6 @@ fn publish_sync_event_headers(headers: &mut HeaderMap, ex: &Exchange, shared: &S
             Err(e) => tracing::warn!(path = %ex.path, error = %e, "ignored X-Sync-Event header"),
         }
     }
-    true
 }
 
 /// `X-Sync-Position: projects=17` closes the fetch-then-subscribe race (SPEC).

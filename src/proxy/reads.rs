@@ -30,7 +30,7 @@ pub struct ReadFacts {
 /// last made for them.
 #[derive(Debug)]
 pub struct Position {
-    channels: Box<[String]>,
+    channels: Arc<[String]>,
     /// The value, and the broker's `positions_version` it was read at. An API is read far more
     /// often than it is written to: between two events, every GET of a path carries the same
     /// positions, so they are read and formatted once.
@@ -45,7 +45,7 @@ impl Reads {
                 cache_rule: cache_control::rule_for(rules, &Method::GET, path),
                 position: (!channels.is_empty()).then(|| {
                     Arc::new(Position {
-                        channels: channels.iter().cloned().collect(),
+                        channels,
                         last: Mutex::default(),
                     })
                 }),

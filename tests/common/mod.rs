@@ -128,10 +128,10 @@ async fn test_api(
                 let _ = release.await;
             }
             json_resp(
-            StatusCode::OK,
-            json!([{"id": 1, "name": "Apollo", "description": "first project, with a description long enough to look real"},
-                   {"id": 2, "name": "Gemini", "description": "second project, with a description long enough to look real"}]),
-        )
+                StatusCode::OK,
+                json!([{"id": 1, "name": "Apollo", "description": "first project, with a description long enough to look real"},
+                       {"id": 2, "name": "Gemini", "description": "second project, with a description long enough to look real"}]),
+            )
         }
         (&Method::POST, ["api", "projects"]) => {
             let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
