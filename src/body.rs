@@ -20,6 +20,16 @@ pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
 }
 
+/// A request body hyper read; one without bytes (most reads) becomes `empty()`, with nothing to
+/// poll.
+pub fn from_incoming(body: hyper::body::Incoming) -> Body {
+    if http_body::Body::is_end_stream(&body) {
+        empty()
+    } else {
+        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+    }
+}
+
 /// `{"error": code, "message": …}` with `x-syncgate-error: code`, so a client can tell our answers
 /// from the upstream's.
 pub fn json_error(status: StatusCode, code: &'static str, message: &str) -> Response<Body> {

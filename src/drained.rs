@@ -14,6 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -37,20 +38,28 @@ pub type ServedIo = hyper_util::rt::TokioIo<ClientSocket>;
 pub struct ClientSocket {
     tcp: TcpStream,
     forget: bool,
+    /// Bytes read off the socket before hyper took it over (see `front`), read first.
+    early: Bytes,
 }
 
 impl ClientSocket {
     pub fn new(tcp: TcpStream) -> ClientSocket {
+        ClientSocket::with_early(tcp, Bytes::new())
+    }
+
+    pub fn with_early(tcp: TcpStream, early: Bytes) -> ClientSocket {
         ClientSocket {
             tcp,
             forget: may_forget_readiness(),
+            early,
         }
     }
 
-    /// The socket, for a WebSocket's direct writes. Its reads keep the short-read rule only
-    /// through this wrapper; the WebSocket reads through `ws::outlet::OutletIo` instead.
-    pub fn into_inner(self) -> TcpStream {
-        self.tcp
+    /// The socket, for a WebSocket's direct writes, and the early bytes hyper has not read yet.
+    /// Its reads keep the short-read rule only through this wrapper; the WebSocket reads through
+    /// `ws::outlet::OutletIo` instead.
+    pub fn into_inner(self) -> (TcpStream, Bytes) {
+        (self.tcp, self.early)
     }
 }
 
@@ -60,6 +69,11 @@ impl AsyncRead for ClientSocket {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let room = buf.remaining();
         let result = Pin::new(&mut self.tcp).poll_read(cx, buf);
         if self.forget && matches!(result, Poll::Ready(Ok(()))) {

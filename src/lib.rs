@@ -14,6 +14,7 @@ pub mod broker;
 pub mod config;
 pub mod drained;
 pub mod events;
+pub mod front;
 pub mod graceful;
 pub mod memo;
 pub mod proxy;
@@ -37,6 +38,7 @@ use tokio::task::JoinHandle;
 use admin::metrics::Metrics;
 use broker::{Broker, MemoryBroker, RedisBroker};
 use config::{BrokerKind, Config};
+use drained::ClientSocket;
 use state::{Settings, Shared};
 
 /// How long `shutdown` waits for sockets to send their close frames (each write is bounded at 1 s).
@@ -150,7 +152,7 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         server::serve(
             "public",
             listeners.public,
-            move |req, client| proxy::handle(req, Arc::clone(&shared), client),
+            move |stream, peer, shutdown| front::serve(stream, peer, Arc::clone(&shared), shutdown),
             shutdown_rx.clone(),
             grace,
         )
@@ -161,7 +163,11 @@ pub async fn start_with(config: Config, listeners: Listeners) -> Result<Running,
         server::serve(
             "admin",
             listeners.admin,
-            move |req, _client| admin::handle(req, Arc::clone(&shared)),
+            move |stream, _peer, shutdown| {
+                let shared = Arc::clone(&shared);
+                let handler = move |req| admin::handle(req, Arc::clone(&shared));
+                server::serve_hyper(ClientSocket::new(stream), handler, shutdown)
+            },
             admin_stop_rx,
             Duration::from_secs(1),
         )

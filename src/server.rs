@@ -6,15 +6,15 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::body::Body;
@@ -31,27 +31,34 @@ pub struct ClientConn {
     pub link: Link,
 }
 
+impl ClientConn {
+    pub fn new(peer: SocketAddr, link: Link) -> ClientConn {
+        ClientConn {
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            link,
+        }
+    }
+}
+
 /// A client that has not sent its request head within this time is dropped (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Request heads larger than this are refused with 431 (see `proxy::survey`).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-pub async fn serve<H, F>(
+/// Accepts connections until shutdown and runs `connection` for each on an event loop (see
+/// `workers`); then waits up to `grace` for the connections to end.
+pub async fn serve<C, F>(
     name: &'static str,
     listener: TcpListener,
-    handler: H,
-    mut shutdown: watch::Receiver<bool>,
+    connection: C,
+    shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) where
-    H: Fn(Request<Incoming>, Arc<ClientConn>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+    C: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
-    builder
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_header_size(MAX_HEAD_BYTES)
-        .writev(false)
-        .keep_alive(true);
+    let mut shutdown = shutdown;
     // Every connection task holds a sender; when all are dropped, `recv` returns None.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     loop {
@@ -79,39 +86,19 @@ pub async fn serve<H, F>(
                 continue;
             }
         };
-        let handler = handler.clone();
-        let mut builder = builder.clone();
-        // Each connection lends its one header-read timer to each request (see `crate::timer`).
-        builder.timer(ConnTimer::default());
-        let mut conn_shutdown = shutdown.clone();
+        let connection = connection.clone();
+        let conn_shutdown = shutdown.clone();
         let alive = alive_tx.clone();
         crate::workers::spawn_connection(async move {
             let _alive = alive;
-            let stream = match tokio::net::TcpStream::from_std(stream) {
+            let stream = match TcpStream::from_std(stream) {
                 Ok(stream) => stream,
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "cannot register the accepted socket");
                     return;
                 }
             };
-            let client = Arc::new(ClientConn {
-                peer_ip: HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-                link: Link::new(),
-            });
-            let service = service_fn(move |req| handler(req, Arc::clone(&client)));
-            let conn = builder
-                .serve_connection(ServedIo::new(ClientSocket::new(stream)), service)
-                .with_upgrades();
-            let signal = async move {
-                let _ = conn_shutdown.changed().await;
-            };
-            let conn = UntilSignal::new(conn, signal, |conn: Pin<&mut _>| {
-                conn.graceful_shutdown();
-            });
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            connection(stream, peer, conn_shutdown).await;
         });
     }
     drop(listener);
@@ -122,5 +109,35 @@ pub async fn serve<H, F>(
             ?grace,
             "shutdown grace elapsed with requests still in flight"
         );
+    }
+}
+
+/// Serves a connection with hyper until it ends: the admin listener's connections, and public
+/// ones `front` hands over (with the bytes it read first in `socket`).
+pub async fn serve_hyper<H, F>(socket: ClientSocket, handler: H, shutdown: watch::Receiver<bool>)
+where
+    H: Fn(Request<Incoming>) -> F + Send + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut shutdown = shutdown;
+    let mut builder = http1::Builder::new();
+    builder
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        .writev(false)
+        .keep_alive(true)
+        // Each connection lends its one header-read timer to each request (see `crate::timer`).
+        .timer(ConnTimer::default());
+    let conn = builder
+        .serve_connection(ServedIo::new(socket), service_fn(handler))
+        .with_upgrades();
+    let signal = async move {
+        let _ = shutdown.changed().await;
+    };
+    let conn = UntilSignal::new(conn, signal, |conn: Pin<&mut _>| {
+        conn.graceful_shutdown();
+    });
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -23,7 +23,6 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, header,
 };
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use crate::auth::Credentials;
@@ -44,7 +43,7 @@ const MAX_CLIENT_ID: usize = 128;
 
 /// The hyper service entry point: never fails, every error is an HTTP answer.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<Body>,
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
 ) -> Result<Response<Body>, Infallible> {
@@ -59,11 +58,7 @@ pub async fn handle(
     Ok(resp)
 }
 
-async fn route(
-    req: Request<Incoming>,
-    shared: &Arc<Shared>,
-    client: &ClientConn,
-) -> Response<Body> {
+async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) -> Response<Body> {
     let head = survey(&req);
     if head.too_large {
         return json_error(
@@ -173,7 +168,7 @@ struct Exchange {
 }
 
 async fn forward(
-    req: Request<Incoming>,
+    req: Request<Body>,
     head: RequestHead,
     shared: &Arc<Shared>,
     settings: &Settings,
@@ -245,12 +240,8 @@ async fn forward(
             parts.headers.insert(header::HOST, host);
         }
     }
-    // A request without a body (most reads) is sent with an empty one: no boxed stream to poll.
-    let body: Body = if is_upgrade || hyper::body::Body::is_end_stream(&body) {
-        empty()
-    } else {
-        body.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
-    };
+    // An upgrade's body is the tunnel, not a request body.
+    let body: Body = if is_upgrade { empty() } else { body };
     let upstream_req = Request::from_parts(parts, body);
     // The rare parts (an identity lookup, an upgrade through the pooled client) are boxed: their
     // futures are several times the size of the common path's, and every future here is moved a

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -74,7 +73,7 @@ fn socket_config(max_message_bytes: usize) -> WebSocketConfig {
 }
 
 pub async fn accept(
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     shared: Arc<Shared>,
     kind: SocketKind,
 ) -> Response<Body> {
@@ -148,9 +147,11 @@ pub async fn accept(
                 Ok(parts) => {
                     // Copied out, so hyper's whole read buffer, which `read_buf` is a slice of,
                     // is not kept for the life of the socket.
-                    let early = parts.read_buf.to_vec();
+                    let mut early = parts.read_buf.to_vec();
                     drop(parts.read_buf);
-                    let stream = Arc::new(parts.io.into_inner().into_inner());
+                    let (stream, unread) = parts.io.into_inner().into_inner();
+                    early.extend_from_slice(&unread);
+                    let stream = Arc::new(stream);
                     let metrics = Arc::clone(&shared.metrics);
                     let outlet = Arc::new(Outlet::new(Some(Arc::clone(&stream)), metrics));
                     let io = OutletIo::new(stream, Arc::clone(&outlet));

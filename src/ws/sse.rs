@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::stream;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -23,7 +23,7 @@ use crate::body::{Body, json_error};
 use crate::broker::{Event, Resume, Subscriber};
 use crate::state::{Shared, SocketSlot};
 
-pub async fn serve(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+pub async fn serve(req: Request<Body>, shared: Arc<Shared>) -> Response<Body> {
     let settings = shared.settings();
     let cfg = &settings.config;
     let query = req.uri().query().unwrap_or("");

@@ -186,7 +186,7 @@ async fn test_api(
             .header("content-type", "application/json")
             .body(full("{}"))
             .unwrap(),
-        (&Method::GET, ["api", "big"]) => {
+        (&Method::GET | &Method::HEAD, ["api", "big"]) => {
             // Streams `?bytes=N` bytes in 64 KiB chunks without ever holding more than one;
             // `&chunked=1` leaves the length out, so the answer goes chunked.
             let total: u64 = query

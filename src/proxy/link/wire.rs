@@ -114,8 +114,15 @@ pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
     if data.is_empty() {
         return;
     }
+    chunk_size_line(data.len(), out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The line before a chunk of `len` bytes: its size in hex.
+pub fn chunk_size_line(len: usize, out: &mut Vec<u8>) {
     let mut digits = [0u8; 16];
-    let mut n = data.len();
+    let mut n = len;
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -126,8 +133,6 @@ pub fn chunk(data: &[u8], out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&digits[at..]);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -298,7 +303,8 @@ fn interpret(
     })
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
+/// A `Content-Length` value: digits only (no sign, no spaces), at most 19 of them.
+pub fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 {
         return None;
     }
