@@ -1,6 +1,7 @@
 //! syncgate: a reverse-proxy sidecar that turns an unchanged REST API's mutations into realtime events.
 //!
-//! The data path reads top to bottom: `proxy` forwards a request and, for a successful mutation, asks
+//! The data path reads top to bottom: `front` reads a request off the client's connection (hyper
+//! takes the rare shapes), `proxy` forwards it and, for a successful mutation, asks
 //! `events` for a draft; the `publisher` hands it to the `broker`, which numbers it and fans it out;
 //! `ws` delivers it to sockets and SSE streams. `config` is parsed once and trusted everywhere;
 //! `admin` serves health, metrics and publish; `reload` notices config file changes. `start` is the

@@ -320,3 +320,44 @@ async fn an_unread_small_body_is_dropped_and_the_connection_goes_on() {
     c.send(&rest).await;
     assert_eq!(c.answer("GET").await.json()["host"], "behind");
 }
+
+/// A client that hangs up while the upstream works on its request: the request is given up and
+/// its upstream connection closed (as nginx does), not left to run to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_gives_up_its_request_upstream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<bool>();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        // The first connection that sends a request head (the sidecar's health probe only
+        // connects).
+        let mut s = 'accept: loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ => continue 'accept,
+                }
+            }
+            break s;
+        };
+        // Never answer; say whether the sidecar closed the connection within 5 s.
+        let closed = matches!(
+            tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await,
+            Ok(Ok(0) | Err(_))
+        );
+        let _ = closed_tx.send(closed);
+    });
+    let h = Harness::start_with_upstream(upstream, "").await;
+    let mut c = Client::open(&h).await;
+    c.send(b"GET /api/projects HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    assert!(
+        closed_rx.await.unwrap(),
+        "the upstream connection outlived the client"
+    );
+}

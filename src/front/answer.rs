@@ -62,13 +62,16 @@ pub fn head(
         write_date(out);
         out.extend_from_slice(b"\r\n");
     }
+    // A HEAD answer's headers describe the GET's body (the upstream's length is kept as it
+    // is), so none is added: its own body is always empty.
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+        || status == StatusCode::NOT_MODIFIED
+        || *method == Method::HEAD;
     let framing = if bodiless {
         Framing::None
     } else if let Some(n) = declared {
-        if *method == Method::HEAD || n == 0 {
+        if n == 0 {
             Framing::None
         } else {
             Framing::Length(n)
@@ -77,13 +80,11 @@ pub fn head(
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         out.extend_from_slice(b"\r\n");
-        if n == 0 || *method == Method::HEAD {
+        if n == 0 {
             Framing::None
         } else {
             Framing::Length(n)
         }
-    } else if *method == Method::HEAD {
-        Framing::None
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
@@ -260,6 +261,10 @@ mod tests {
             text,
             "HTTP/1.1 200 OK\r\ncontent-length: 367\r\ndate: d\r\n\r\n"
         );
+        assert_eq!(framing, Framing::None);
+        // A HEAD answer the upstream gave no length gets none (not a 0 that would be wrong).
+        let (text, framing) = written(200, &[("date", "d")], Method::HEAD, Some(0), false);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ndate: d\r\n\r\n");
         assert_eq!(framing, Framing::None);
         let (text, framing) = written(200, &[("date", "d")], Method::GET, Some(0), false);
         assert_eq!(

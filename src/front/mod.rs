@@ -23,7 +23,7 @@ mod answer;
 mod head;
 mod upload;
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -128,8 +128,18 @@ impl Conn {
                             if let Some(timer) = timer.take() {
                                 self.timer.put(timer);
                             }
-                            self.hand_over(taken, shared, client, handoff_shutdown)
-                                .await;
+                            // Nothing of this loop's is kept while hyper serves the connection.
+                            let Some(socket) = self.into_socket(taken) else {
+                                return;
+                            };
+                            let handler = move |req: http::Request<hyper::body::Incoming>| {
+                                crate::proxy::handle(
+                                    req.map(from_incoming),
+                                    Arc::clone(&shared),
+                                    Arc::clone(&client),
+                                )
+                            };
+                            server::serve_hyper(socket, handler, handoff_shutdown).await;
                             return;
                         }
                     }
@@ -170,9 +180,18 @@ impl Conn {
             };
             let request = plain.request.map(|()| body);
             let method = request.method().clone();
-            let resp = match crate::proxy::handle(request, Arc::clone(&shared), Arc::clone(&client))
-                .await
-            {
+            let handling = crate::proxy::handle(request, Arc::clone(&shared), Arc::clone(&client));
+            // A bodiless request is given up when its client hangs up while the upstream works
+            // on it (as nginx does, and hyper did); a body's reads are the body's own.
+            let resp = if length == 0 {
+                match self.unless_gone(handling).await {
+                    Some(resp) => resp,
+                    None => return,
+                }
+            } else {
+                handling.await
+            };
+            let resp = match resp {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
@@ -358,8 +377,8 @@ impl Conn {
         self.flush().await
     }
 
-    /// The body's next frame; meanwhile, when the request has been read whole, the socket is
-    /// watched so that a client that hangs up ends the answer, and bytes it sends ahead are kept.
+    /// The body's next frame; meanwhile, when the request has been read whole, the client is
+    /// watched (see `gone`).
     async fn next_frame(
         &mut self,
         mut body: Pin<&mut Body>,
@@ -369,23 +388,46 @@ impl Conn {
             if let Poll::Ready(frame) = body.as_mut().poll_frame(cx) {
                 return Poll::Ready(Ok(frame));
             }
-            while watch && self.buf.len() < READ_AHEAD {
-                match self.try_fill() {
-                    Some(Filled::Bytes) => continue,
-                    Some(Filled::Over) => {
-                        return Poll::Ready(Err(io::Error::other("the client went away")));
-                    }
-                    None => {}
-                }
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
-                }
+            if watch && self.gone(cx) {
+                return Poll::Ready(Err(io::Error::other("the client went away")));
             }
             Poll::Pending
         })
         .await
+    }
+
+    /// `work`'s output, or `None` when the client hangs up first.
+    async fn unless_gone<F: Future>(&mut self, work: F) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        poll_fn(|cx| {
+            if let Poll::Ready(out) = work.as_mut().poll(cx) {
+                return Poll::Ready(Some(out));
+            }
+            if self.gone(cx) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether the client has hung up (or its socket failed), reading what it sends ahead
+    /// (pipelined requests) into the buffer meanwhile, up to `READ_AHEAD`; when it has not, the
+    /// task is woken by its next bytes.
+    fn gone(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        while self.buf.len() < READ_AHEAD {
+            match self.try_fill() {
+                Some(Filled::Bytes) => continue,
+                Some(Filled::Over) => return true,
+                None => {}
+            }
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return true,
+                Poll::Pending => break,
+            }
+        }
+        false
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -394,16 +436,11 @@ impl Conn {
         Ok(())
     }
 
-    /// Hyper serves the rest of the connection, starting with the bytes read so far.
-    async fn hand_over(
-        self,
-        taken: Bytes,
-        shared: Arc<Shared>,
-        client: Arc<ClientConn>,
-        shutdown: watch::Receiver<bool>,
-    ) {
+    /// The socket for hyper, which serves the rest of the connection starting with the bytes
+    /// read so far; `None` when the connection is closing instead.
+    fn into_socket(self, taken: Bytes) -> Option<ClientSocket> {
         if self.closing.load(Ordering::Acquire) {
-            return;
+            return None;
         }
         let early = if taken.is_empty() {
             self.buf.freeze()
@@ -414,18 +451,8 @@ impl Conn {
             early.freeze()
         };
         // No body holds the socket between two requests.
-        let Ok(tcp) = Arc::try_unwrap(self.stream) else {
-            return;
-        };
-        let socket = ClientSocket::with_early(tcp, early);
-        let handler = move |req: http::Request<hyper::body::Incoming>| {
-            crate::proxy::handle(
-                req.map(from_incoming),
-                Arc::clone(&shared),
-                Arc::clone(&client),
-            )
-        };
-        server::serve_hyper(socket, handler, shutdown).await;
+        let tcp = Arc::try_unwrap(self.stream).ok()?;
+        Some(ClientSocket::with_early(tcp, early))
     }
 }
 
