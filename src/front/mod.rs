@@ -180,20 +180,28 @@ impl Conn {
             };
             let request = plain.request.map(|()| body);
             let method = request.method().clone();
-            let handling = crate::proxy::handle(request, Arc::clone(&shared), Arc::clone(&client));
+            // Pinned where it is made: the future is large, and moving it costs a copy.
+            let mut handling = std::pin::pin!(crate::proxy::handle(
+                request,
+                Arc::clone(&shared),
+                Arc::clone(&client)
+            ));
             // A bodiless request is given up when its client hangs up while the upstream works
             // on it (as nginx does, and hyper did); a body's reads are the body's own.
-            let resp = if length == 0 {
-                match self.unless_gone(handling).await {
-                    Some(resp) => resp,
-                    None => return,
+            let resp = poll_fn(|cx| {
+                if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+                    return Poll::Ready(Some(resp));
                 }
-            } else {
-                handling.await
-            };
+                if length == 0 && self.gone(cx) {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
             let resp = match resp {
-                Ok(resp) => resp,
-                Err(never) => match never {},
+                Some(Ok(resp)) => resp,
+                Some(Err(never)) => match never {},
+                None => return,
             };
             let unread = if length == 0 { 0 } else { self.left.get() };
             // The rest of a body the upstream answered without reading is read and dropped
@@ -390,21 +398,6 @@ impl Conn {
             }
             if watch && self.gone(cx) {
                 return Poll::Ready(Err(io::Error::other("the client went away")));
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// `work`'s output, or `None` when the client hangs up first.
-    async fn unless_gone<F: Future>(&mut self, work: F) -> Option<F::Output> {
-        let mut work = std::pin::pin!(work);
-        poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(Some(out));
-            }
-            if self.gone(cx) {
-                return Poll::Ready(None);
             }
             Poll::Pending
         })
