@@ -69,6 +69,11 @@ fn event_matcher_plans_and_builds_saved_paths_without_panicking() {
 }
 
 #[test]
+fn request_heads_are_read_or_handed_over_without_losing_bytes_on_saved_inputs() {
+    replay("request_head", harness::request_head);
+}
+
+#[test]
 fn fixed_fuzz_rule_configs_load() {
     // `rest_path` panics on every input if these stop loading; say so plainly instead.
     assert_eq!(harness::matchers().len(), 3);

@@ -1,4 +1,4 @@
-//! The four fuzz entry points, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the stable
+//! The five fuzz entry points, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the stable
 //! regression test (`tests/fuzz_regressions.rs`, which includes this file as a module), so a saved
 //! input replays on stable exactly as the fuzzer ran it.
 //!
@@ -9,10 +9,13 @@
 
 use std::sync::OnceLock;
 
+use bytes::BytesMut;
+
 use http::Method;
 use syncgate::config::Config;
 use syncgate::events::template::{Part, Template, Vars};
 use syncgate::events::{BodyPrefix, EmitContext, EventDraft, EventMatcher, Text};
+use syncgate::front::head::{self, Parsed};
 use syncgate::ws::protocol::{self, ClientOp, MAX_CHANNEL_LEN};
 
 /// (a) Config loader: arbitrary UTF-8 as a YAML file. A config that loads is then used once, so a
@@ -319,5 +322,72 @@ fn split_nul(data: &[u8]) -> (&[u8], Option<&[u8]>) {
     match data.iter().position(|&b| b == 0) {
         Some(at) => (&data[..at], Some(&data[at + 1..])),
         None => (data, None),
+    }
+}
+
+/// (e) The public listener's request-head reader (`front::head::parse`), on bytes as a client
+/// could send them. Input: a cut byte, then the bytes, which arrive in two reads split where the
+/// cut byte says. Whatever the answer, no byte may be lost or invented: a partial head leaves the
+/// buffer alone, a hand-over to hyper gives back every byte it took, and a plain request takes
+/// exactly its head and never one of the shapes that must go to hyper.
+pub fn request_head(data: &[u8]) {
+    /// Small, so that inputs the fuzzer can reach cross it.
+    const MAX_HEAD: usize = 1024;
+    let [cut, input @ ..] = data else {
+        return;
+    };
+    let cut = usize::from(*cut) % (input.len() + 1);
+    let mut spans = Vec::new();
+    let mut buf = BytesMut::from(&input[..cut]);
+    let mut offered = cut;
+    let mut parsed = head::parse(&mut buf, &mut spans, MAX_HEAD);
+    if matches!(parsed, Parsed::Partial) {
+        assert_eq!(&buf[..], &input[..cut], "a partial head changed the buffer");
+        buf.extend_from_slice(&input[cut..]);
+        offered = input.len();
+        parsed = head::parse(&mut buf, &mut spans, MAX_HEAD);
+    }
+    let offered = &input[..offered];
+    match parsed {
+        Parsed::Partial => {
+            assert_eq!(&buf[..], offered, "a partial head changed the buffer");
+            assert!(
+                offered.len() <= MAX_HEAD,
+                "an incomplete head over the limit waits"
+            );
+        }
+        Parsed::Handoff(taken) => {
+            let mut whole = taken.to_vec();
+            whole.extend_from_slice(&buf);
+            assert_eq!(whole, offered, "a hand-over lost or changed bytes");
+        }
+        Parsed::Plain(plain) => {
+            let used = offered.len() - buf.len();
+            assert_eq!(&buf[..], &offered[used..], "bytes after the head changed");
+            // httparse takes a bare LF as a line end, as RFC 9112 allows a recipient to.
+            assert!(
+                offered[..used].ends_with(b"\n\n") || offered[..used].ends_with(b"\n\r\n"),
+                "a head that does not end with an empty line"
+            );
+            let headers = plain.request.headers();
+            for name in ["transfer-encoding", "upgrade", "expect"] {
+                assert!(!headers.contains_key(name), "{name} served by hand");
+            }
+            let lengths: Vec<Option<u64>> = headers
+                .get_all("content-length")
+                .iter()
+                .map(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok())
+                .collect();
+            if lengths.is_empty() {
+                assert_eq!(plain.length, 0, "a length without a Content-Length");
+            }
+            for length in lengths {
+                assert_eq!(
+                    length,
+                    Some(plain.length),
+                    "the body's length is not the header's"
+                );
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@
 //! `Connection: close`.
 
 mod answer;
-mod head;
+pub mod head;
 mod upload;
 
 use std::future::{Future, poll_fn};
