@@ -11,7 +11,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 
-use crate::proxy::link::parse_length;
+pub use crate::proxy::link::Span;
+use crate::proxy::link::{locate, parse_length};
 
 /// Most headers a request may carry (hyper's default, so a longer head gets hyper's 431).
 const MAX_HEADERS: usize = 100;
@@ -37,14 +38,6 @@ pub struct Plain {
     pub close: bool,
 }
 
-/// Byte ranges of one header's name and value in the head (kept by the connection between
-/// requests, so that finding them allocates nothing).
-#[derive(Clone, Copy)]
-pub struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
 /// Takes a request head off the front of `buf` once it is whole. `max_head` bounds a head that is
 /// still incomplete: past it, hyper answers (431).
 pub fn parse(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Parsed {
@@ -68,18 +61,9 @@ pub fn parse(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Pars
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Handoff(Bytes::new());
     };
-    let base = buf.as_ptr() as usize;
-    let path_at = path.as_ptr() as usize - base;
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path_range = path_at..path_at + path.len();
-    spans.clear();
-    spans.extend(parsed.headers.iter().map(|h| {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        Span {
-            name: (name, name + h.name.len()),
-            value: (value, value + h.value.len()),
-        }
-    }));
+    locate(buf, parsed.headers, spans);
     let head = buf.split_to(len).freeze();
     match interpret(method, &head, path_range, spans) {
         Some(plain) => Parsed::Plain(plain),

@@ -40,7 +40,7 @@ use body::UpstreamBody;
 use conn::{Conn, Upload, UploadError};
 use wire::Head;
 /// The client side (`crate::front`) frames its answers and reads its lengths the same way.
-pub use wire::{chunk, chunk_size_line, parse_length};
+pub use wire::{Span, chunk, chunk_size_line, locate, parse_length};
 
 /// The request side, shared by the requests of one client connection.
 pub struct Link {

@@ -200,27 +200,33 @@ pub fn response_head(
         let status =
             StatusCode::from_u16(code).map_err(|_| WireError::Header(format!("status {code}")))?;
         let http11 = parsed.version == Some(1);
-        // Where each header lies in the head, so that the values can be slices of it once split off.
-        let base = buf.as_ptr() as usize;
-        spans.clear();
-        spans.extend(parsed.headers.iter().map(|h| {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            Span {
-                name: (name, name + h.name.len()),
-                value: (value, value + h.value.len()),
-            }
-        }));
+        locate(buf, parsed.headers, spans);
         let head = buf.split_to(len).freeze();
         return interpret(status, http11, &head, spans, method).map(Some);
     }
 }
 
-/// Byte ranges of one header's name and value in the head.
+/// Byte ranges of one header's name and value in a head (a connection keeps a list of them from
+/// one head to the next, so finding them allocates nothing).
 #[derive(Clone, Copy)]
 pub struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
+    pub name: (usize, usize),
+    pub value: (usize, usize),
+}
+
+/// Where each header `httparse` found in `buf` lies, so that names and values can be slices of the
+/// head once it is split off as shared bytes (both hops read heads this way).
+pub fn locate(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
+    let base = buf.as_ptr() as usize;
+    spans.clear();
+    spans.extend(headers.iter().map(|h| {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        Span {
+            name: (name, name + h.name.len()),
+            value: (value, value + h.value.len()),
+        }
+    }));
 }
 
 /// Headers the proxy may add to an answer (`Cache-Control`, `X-Sync-Position`,
