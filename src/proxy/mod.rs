@@ -41,7 +41,8 @@ const X_SYNC_POSITION: HeaderName = HeaderName::from_static("x-sync-position");
 /// Longest `X-Sync-Client` honoured; longer values are ignored rather than stored.
 const MAX_CLIENT_ID: usize = 128;
 
-/// The hyper service entry point: never fails, every error is an HTTP answer.
+/// The pipeline's entry point, for `front` and for the connections it hands to hyper: never
+/// fails, every error is an HTTP answer.
 pub async fn handle(
     req: Request<Body>,
     shared: Arc<Shared>,
