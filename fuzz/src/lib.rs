@@ -369,6 +369,11 @@ pub fn request_head(data: &[u8]) {
                 offered[..used].ends_with(b"\n\n") || offered[..used].ends_with(b"\n\r\n"),
                 "a head that does not end with an empty line"
             );
+            assert_ne!(
+                plain.request.method(),
+                http::Method::CONNECT,
+                "CONNECT served by hand"
+            );
             let headers = plain.request.headers();
             for name in ["transfer-encoding", "upgrade", "expect"] {
                 assert!(!headers.contains_key(name), "{name} served by hand");

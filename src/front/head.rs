@@ -1,6 +1,6 @@
 //! A client's request head, read by hand when it has the plain shape nearly every API call has.
 //!
-//! Plain means: HTTP/1.1, no `Upgrade`, `Expect` or `Transfer-Encoding`, at most one
+//! Plain means: HTTP/1.1, not CONNECT, no `Upgrade`, `Expect` or `Transfer-Encoding`, at most one
 //! `Content-Length` value, and a head the limits allow. Anything else, including a head that
 //! `httparse` refuses, is handed with its bytes untouched to hyper (see `front`), which serves or
 //! refuses it exactly as before this path existed.
@@ -58,9 +58,13 @@ pub fn parse(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Pars
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
         return Parsed::Handoff(Bytes::new());
     };
+    // CONNECT is a tunnel in hyper's hands, as it always was here.
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Handoff(Bytes::new());
     };
+    if method == Method::CONNECT {
+        return Parsed::Handoff(Bytes::new());
+    }
     let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
     let path_range = path_at..path_at + path.len();
     locate(buf, parsed.headers, spans);
@@ -166,8 +170,9 @@ mod tests {
     /// Every shape the hand-written path does not serve goes to hyper with its bytes intact.
     #[test]
     fn other_heads_are_handed_over_whole() {
-        let cases: [&[u8]; 9] = [
+        let cases: [&[u8]; 10] = [
             b"GET / HTTP/1.0\r\n\r\n",
+            b"CONNECT example.test:443 HTTP/1.1\r\nHost: example.test:443\r\n\r\n",
             b"GET /api/ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
