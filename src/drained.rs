@@ -14,7 +14,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -28,6 +28,25 @@ pub fn forget_readiness(tcp: &TcpStream) {
     let _ = tcp.try_io(Interest::READABLE, || {
         Err::<(), _>(io::ErrorKind::WouldBlock.into())
     });
+}
+
+/// Reads what `tcp` holds into `buf`'s spare room, at most `max` bytes, without waiting; a short
+/// read drops the socket's readiness when `forget` (see `may_forget_readiness`). `Ok(0)` is the
+/// end of the stream; `WouldBlock` means nothing is there.
+#[inline]
+pub fn try_read(
+    tcp: &TcpStream,
+    buf: &mut BytesMut,
+    max: usize,
+    forget: bool,
+) -> io::Result<usize> {
+    let room = max.min(buf.capacity() - buf.len());
+    let n = tcp.try_read_buf(&mut (&mut *buf).limit(room))?;
+    // Nothing read is the end of the stream, not an empty queue.
+    if forget && n > 0 && n < room {
+        forget_readiness(tcp);
+    }
+    Ok(n)
 }
 
 /// What hyper serves a client connection over; an upgraded WebSocket is downcast back to it to get

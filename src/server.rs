@@ -32,11 +32,11 @@ pub struct ClientConn {
 }
 
 impl ClientConn {
-    pub fn new(peer: SocketAddr, link: Link) -> ClientConn {
+    pub fn new(peer: SocketAddr) -> ClientConn {
         ClientConn {
             peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            link,
+            link: Link::new(),
         }
     }
 }

@@ -68,26 +68,23 @@ pub fn head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || *method == Method::HEAD;
-    let framing = if bodiless {
-        Framing::None
-    } else if let Some(n) = declared {
-        if n == 0 {
-            Framing::None
-        } else {
-            Framing::Length(n)
-        }
-    } else if let Some(n) = exact {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
-        if n == 0 {
-            Framing::None
-        } else {
-            Framing::Length(n)
-        }
+    let length = if bodiless || declared.is_some() {
+        declared
     } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Framing::Chunked
+        exact.inspect(|n| {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        })
+    };
+    let framing = match length {
+        _ if bodiless => Framing::None,
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
     };
     if close {
         out.extend_from_slice(b"connection: close\r\n");

@@ -58,10 +58,10 @@ pub fn parse(buf: &mut BytesMut, spans: &mut Vec<Span>, max_head: usize) -> Pars
     let (Some(method), Some(path)) = (parsed.method, parsed.path) else {
         return Parsed::Handoff(Bytes::new());
     };
-    // CONNECT is a tunnel in hyper's hands, as it always was here.
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Parsed::Handoff(Bytes::new());
     };
+    // CONNECT is a tunnel in hyper's hands, as it always was here.
     if method == Method::CONNECT {
         return Parsed::Handoff(Bytes::new());
     }

@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Body as _;
@@ -40,7 +40,6 @@ use tokio::sync::watch;
 use crate::body::{Body, empty, from_incoming};
 use crate::drained::{self, ClientSocket};
 use crate::graceful::UntilSignal;
-use crate::proxy::link::Link;
 use crate::server::{self, ClientConn, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::state::Shared;
 use crate::timer::{Armed, Spare};
@@ -67,7 +66,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = Arc::new(ClientConn::new(peer, Link::new()));
+    let client = Arc::new(ClientConn::new(peer));
     let closing = Arc::new(AtomicBool::new(false));
     // For hyper, if the connection is handed over: it hears of the shutdown on its own.
     let handoff_shutdown = shutdown.clone();
@@ -125,22 +124,11 @@ impl Conn {
                         Parsed::Plain(plain) => break Some(plain),
                         Parsed::Partial => {}
                         Parsed::Handoff(taken) => {
-                            if let Some(timer) = timer.take() {
-                                self.timer.put(timer);
-                            }
-                            // Nothing of this loop's is kept while hyper serves the connection.
-                            let Some(socket) = self.into_socket(taken) else {
-                                return;
-                            };
-                            let handler = move |req: http::Request<hyper::body::Incoming>| {
-                                crate::proxy::handle(
-                                    req.map(from_incoming),
-                                    Arc::clone(&shared),
-                                    Arc::clone(&client),
-                                )
-                            };
-                            server::serve_hyper(socket, handler, handoff_shutdown).await;
-                            return;
+                            // hyper has its own header-read timer.
+                            drop(timer);
+                            return self
+                                .hand_over(taken, shared, client, handoff_shutdown)
+                                .await;
                         }
                     }
                 }
@@ -203,7 +191,7 @@ impl Conn {
                 Some(Err(never)) => match never {},
                 None => return,
             };
-            let unread = if length == 0 { 0 } else { self.left.get() };
+            let unread = self.unread(length);
             // The rest of a body the upstream answered without reading is read and dropped
             // after the answer, as long as it is small enough to be worth the connection.
             let keep = !plain.close && unread <= DRAIN_MAX && !self.closing.load(Ordering::Acquire);
@@ -219,7 +207,7 @@ impl Conn {
             if self.send_body(body, framing, unread == 0).await.is_err() {
                 return;
             }
-            let unread = if length == 0 { 0 } else { self.left.get() };
+            let unread = self.unread(length);
             if !keep {
                 if unread > 0 {
                     self.linger().await;
@@ -230,6 +218,12 @@ impl Conn {
                 return;
             }
         }
+    }
+
+    /// Bytes of the request's body (of `length`) nobody has read yet.
+    fn unread(&self, length: u64) -> u64 {
+        // `left` is the last body's: a request without one has none unread.
+        if length == 0 { 0 } else { self.left.get() }
     }
 
     /// Reads and drops the `unread` bytes left of a request body; false when they do not come
@@ -276,35 +270,36 @@ impl Conn {
     /// Reads what the socket holds without waiting; `None` when it holds nothing.
     fn try_fill(&mut self) -> Option<Filled> {
         self.make_room();
-        let room = self.buf.capacity() - self.buf.len();
-        match self.stream.try_read_buf(&mut self.buf) {
+        match drained::try_read(&self.stream, &mut self.buf, usize::MAX, self.forget) {
             Ok(0) => Some(Filled::Over),
-            Ok(n) => {
-                if self.forget && n < room {
-                    drained::forget_readiness(&self.stream);
-                }
-                Some(Filled::Bytes)
-            }
+            Ok(_) => Some(Filled::Bytes),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             Err(_) => Some(Filled::Over),
+        }
+    }
+
+    /// Reads what the socket holds, or registers the task to be woken by its next bytes.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Filled> {
+        loop {
+            if let Some(filled) = self.try_fill() {
+                return Poll::Ready(filled);
+            }
+            match self.stream.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => continue,
+                Poll::Ready(Err(_)) => return Poll::Ready(Filled::Over),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 
     /// Waits for bytes of a head, until `timer` fires or shutdown begins.
     async fn fill(&mut self, timer: &mut Armed) -> Filled {
         poll_fn(|cx| {
-            loop {
-                if self.closing.load(Ordering::Acquire) {
-                    return Poll::Ready(Filled::Over);
-                }
-                if let Some(filled) = self.try_fill() {
-                    return Poll::Ready(filled);
-                }
-                match self.stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => continue,
-                    Poll::Ready(Err(_)) => return Poll::Ready(Filled::Over),
-                    Poll::Pending => break,
-                }
+            if self.closing.load(Ordering::Acquire) {
+                return Poll::Ready(Filled::Over);
+            }
+            if let Poll::Ready(filled) = self.poll_fill(cx) {
+                return Poll::Ready(filled);
             }
             match Pin::new(&mut *timer).poll(cx) {
                 Poll::Ready(()) => {
@@ -407,16 +402,11 @@ impl Conn {
     /// Whether the client has hung up (or its socket failed), reading what it sends ahead
     /// (pipelined requests) into the buffer meanwhile, up to `READ_AHEAD`; when it has not, the
     /// task is woken by its next bytes.
-    fn gone(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+    fn gone(&mut self, cx: &mut Context<'_>) -> bool {
         while self.buf.len() < READ_AHEAD {
-            match self.try_fill() {
-                Some(Filled::Bytes) => continue,
-                Some(Filled::Over) => return true,
-                None => {}
-            }
-            match self.stream.poll_read_ready(cx) {
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(_)) => return true,
+            match self.poll_fill(cx) {
+                Poll::Ready(Filled::Bytes) => continue,
+                Poll::Ready(Filled::Over) => return true,
                 Poll::Pending => break,
             }
         }
@@ -429,8 +419,30 @@ impl Conn {
         Ok(())
     }
 
-    /// The socket for hyper, which serves the rest of the connection starting with the bytes
-    /// read so far; `None` when the connection is closing instead.
+    /// Hyper serves the rest of the connection, starting with the bytes read so far.
+    async fn hand_over(
+        self,
+        taken: Bytes,
+        shared: Arc<Shared>,
+        client: Arc<ClientConn>,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        // Nothing of this loop's is kept while hyper serves the connection.
+        let Some(socket) = self.into_socket(taken) else {
+            return;
+        };
+        let handler = move |req: http::Request<hyper::body::Incoming>| {
+            crate::proxy::handle(
+                req.map(from_incoming),
+                Arc::clone(&shared),
+                Arc::clone(&client),
+            )
+        };
+        server::serve_hyper(socket, handler, shutdown).await;
+    }
+
+    /// The socket for hyper, starting with the bytes read so far; `None` when the connection
+    /// is closing instead.
     fn into_socket(self, taken: Bytes) -> Option<ClientSocket> {
         if self.closing.load(Ordering::Acquire) {
             return None;

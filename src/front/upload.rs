@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::net::TcpStream;
 
@@ -80,7 +80,7 @@ impl http_body::Body for Upload {
         let want = this.remaining.min(MAX_READ) as usize;
         let mut chunk = BytesMut::with_capacity(want);
         loop {
-            match this.stream.try_read_buf(&mut (&mut chunk).limit(want)) {
+            match drained::try_read(&this.stream, &mut chunk, want, this.forget) {
                 Ok(0) => {
                     let e = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -89,9 +89,6 @@ impl http_body::Body for Upload {
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Ok(n) => {
-                    if this.forget && n < want {
-                        drained::forget_readiness(&this.stream);
-                    }
                     this.remaining -= n as u64;
                     this.left.set(this.remaining);
                     return Poll::Ready(Some(Ok(Frame::data(chunk.freeze()))));

@@ -68,13 +68,10 @@ impl Conn {
                 self.rd.reserve(self.read_size);
             }
             let room = self.rd.capacity() - self.rd.len();
-            match self.tcp.try_read_buf(&mut self.rd) {
+            match drained::try_read(&self.tcp, &mut self.rd, room, self.forget) {
                 Ok(n) => {
                     if n == room && self.read_size < MAX_READ {
                         self.read_size *= 2;
-                    }
-                    if self.forget && n > 0 && n < room {
-                        drained::forget_readiness(&self.tcp);
                     }
                     return Poll::Ready(Ok(n));
                 }
