@@ -27,6 +27,18 @@ impl Answer {
         })
     }
 
+    /// The values of every line named `name`.
+    fn all(&self, name: &str) -> Vec<String> {
+        self.head
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+            .collect()
+    }
+
     fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
@@ -236,6 +248,43 @@ async fn connection_close_is_honoured_and_said() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("connection").as_deref(), Some("close"));
     assert!(c.closes().await, "the connection stayed open");
+}
+
+/// The upstream's header lines reach the client as sent, without this hop's, and a rule's
+/// `Cache-Control` takes the place of the upstream's (never beside it), whether this loop writes
+/// the answer (HTTP/1.1) or hyper does (HTTP/1.0), and whether the lines passed on as bytes
+/// (`/api/cached`) or went through a map (`/api/hop`: its `Connection` names a header).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_headers_pass_on_without_this_hops_and_with_the_rules_value() {
+    let h = Harness::start(
+        "cache_control:\n  rules:\n    - path: \"^/api/cached\"\n      value: \"no-store\"\n",
+    )
+    .await;
+    for version in ["1.1", "1.0"] {
+        let mut c = Client::open(&h).await;
+        c.send(format!("GET /api/cached HTTP/{version}\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let answer = c.answer("GET").await;
+        assert_eq!(answer.body, b"cached", "{version}");
+        assert_eq!(
+            answer.all("cache-control"),
+            ["no-store"],
+            "{version}: {answer:?}"
+        );
+        assert_eq!(answer.all("x-custom"), ["a,  b"], "{version}: {answer:?}");
+        assert_eq!(answer.all("date").len(), 1, "{version}: {answer:?}");
+        assert_eq!(answer.all("content-length"), ["6"], "{version}: {answer:?}");
+        assert!(answer.all("keep-alive").is_empty(), "{version}: {answer:?}");
+
+        let mut c = Client::open(&h).await;
+        c.send(format!("GET /api/hop HTTP/{version}\r\nHost: a\r\n\r\n").as_bytes())
+            .await;
+        let answer = c.answer("GET").await;
+        assert_eq!(answer.body, b"ok", "{version}");
+        assert!(answer.all("x-internal").is_empty(), "{version}: {answer:?}");
+        assert!(answer.all("keep-alive").is_empty(), "{version}: {answer:?}");
+        assert_eq!(answer.all("x-public"), ["1"], "{version}: {answer:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use http::header::{CONTENT_LENGTH, DATE};
 use http::{Method, StatusCode, response};
 
 use crate::proxy::link::parse_length;
+use crate::proxy::verbatim::Verbatim;
 
 /// How the body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,11 +20,13 @@ pub enum Framing {
     Chunked,
 }
 
-/// Writes the status line and headers. `exact` is the body's size when it is known, `close` adds
+/// Writes the status line and headers: the upstream's verbatim lines if the answer has them
+/// (`proxy::verbatim`), then the map's. `exact` is the body's size when it is known, `close` adds
 /// `Connection: close`. Like hyper, a `Date` is added when the answer has none, and a body's
 /// length when the answer declares none but it is known.
 pub fn head(
     parts: &response::Parts,
+    lines: Option<&Verbatim>,
     method: &Method,
     exact: Option<u64>,
     close: bool,
@@ -42,6 +45,12 @@ pub fn head(
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     let mut declared: Option<u64> = None;
+    // The upstream's own lines as they came; the map then holds what the proxy added.
+    if let Some(lines) = lines {
+        lines.write(&parts.headers, out);
+        has_date = lines.has_date;
+        declared = lines.length;
+    }
     for (name, value) in &parts.headers {
         if *name == DATE {
             has_date = true;
@@ -203,7 +212,7 @@ mod tests {
         }
         let (parts, ()) = resp.into_parts();
         let mut out = Vec::new();
-        let framing = head(&parts, &method, exact, close, &mut out);
+        let framing = head(&parts, None, &method, exact, close, &mut out);
         (String::from_utf8(out).unwrap(), framing)
     }
 

@@ -186,8 +186,8 @@ impl Conn {
                 Poll::Pending
             })
             .await;
-            let resp = match resp {
-                Some(Ok(resp)) => resp,
+            let (resp, lines) = match resp {
+                Some(Ok(answer)) => (answer.response, answer.lines),
                 Some(Err(never)) => match never {},
                 None => return,
             };
@@ -198,12 +198,13 @@ impl Conn {
             let (parts, body) = resp.into_parts();
             let framing = answer::head(
                 &parts,
+                lines.as_ref(),
                 &method,
                 body.size_hint().exact(),
                 !keep,
                 &mut self.out,
             );
-            drop(parts);
+            drop((parts, lines));
             if self.send_body(body, framing, unread == 0).await.is_err() {
                 return;
             }
@@ -432,11 +433,13 @@ impl Conn {
             return;
         };
         let handler = move |req: http::Request<hyper::body::Incoming>| {
-            crate::proxy::handle(
+            let answer = crate::proxy::handle(
                 req.map(from_incoming),
                 Arc::clone(&shared),
                 Arc::clone(&client),
-            )
+            );
+            // Hyper writes the map only: the upstream's verbatim lines go into it.
+            async move { answer.await.map(crate::proxy::Answer::into_response) }
         };
         server::serve_hyper(socket, handler, shutdown).await;
     }

@@ -14,6 +14,7 @@ pub mod reads;
 mod tap;
 pub mod upgrade;
 pub mod upstream;
+pub mod verbatim;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::state::{Settings, Shared};
 use crate::ws::handshake::{self, SocketKind, is_websocket_upgrade};
 use crate::ws::sse;
 use upstream::UpstreamError;
+use verbatim::Verbatim;
 
 const X_SYNC_CLIENT: HeaderName = HeaderName::from_static("x-sync-client");
 const X_SYNC_EVENT: HeaderName = HeaderName::from_static("x-sync-event");
@@ -41,32 +43,64 @@ const X_SYNC_POSITION: HeaderName = HeaderName::from_static("x-sync-position");
 /// Longest `X-Sync-Client` honoured; longer values are ignored rather than stored.
 const MAX_CLIENT_ID: usize = 128;
 
+/// What the pipeline answers: the response, and the upstream's header lines when they pass on
+/// as the bytes they came in (`verbatim`; the response's map then holds only what the proxy
+/// added). They travel beside the response rather than in its extensions, whose map costs three
+/// allocations per answer.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub lines: Option<Verbatim>,
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(response: Response<Body>) -> Answer {
+        Answer {
+            response,
+            lines: None,
+        }
+    }
+}
+
+impl Answer {
+    /// The answer as one response, its verbatim lines moved into the map (for hyper, which
+    /// writes the map only).
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = self.response;
+        if let Some(lines) = self.lines {
+            let additions = std::mem::take(response.headers_mut());
+            *response.headers_mut() = lines.fold(additions);
+        }
+        response
+    }
+}
+
 /// The pipeline's entry point, for `front` and for the connections it hands to hyper: never
 /// fails, every error is an HTTP answer.
 pub async fn handle(
     req: Request<Body>,
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Answer, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let resp = route(req, &shared, &client).await;
-    let status = resp.status().as_u16();
+    let answer = route(req, &shared, &client).await;
+    let status = answer.response.status().as_u16();
     shared
         .metrics
         .observe_http(&method, status, start.elapsed());
     tracing::debug!(%method, status, elapsed_us = start.elapsed().as_micros() as u64, "request");
-    Ok(resp)
+    Ok(answer)
 }
 
-async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) -> Response<Body> {
+async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) -> Answer {
     let head = survey(&req);
     if head.too_large {
         return json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             "request headers are limited to 64 KiB",
-        );
+        )
+        .into();
     }
     let settings = shared.settings();
     let cfg = &settings.config;
@@ -82,7 +116,7 @@ async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) ->
         .as_ref()
         .is_some_and(|k| matches!(k, SocketKind::Room(n) if n.is_empty()))
     {
-        return json_error(StatusCode::NOT_FOUND, "bad_room", "invalid room name");
+        return json_error(StatusCode::NOT_FOUND, "bad_room", "invalid room name").into();
     }
     if let Some(kind) = socket_kind {
         if !is_websocket_upgrade(req.headers()) {
@@ -90,12 +124,15 @@ async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) ->
                 StatusCode::UPGRADE_REQUIRED,
                 "upgrade_required",
                 "this path serves WebSockets only",
-            );
+            )
+            .into();
         }
-        return handshake::accept(req, Arc::clone(shared), kind).await;
+        return handshake::accept(req, Arc::clone(shared), kind)
+            .await
+            .into();
     }
     if path == cfg.sse.path && req.method() == Method::GET {
-        return sse::serve(req, Arc::clone(shared)).await;
+        return sse::serve(req, Arc::clone(shared)).await.into();
     }
     forward(req, head, shared, &settings, client).await
 }
@@ -174,7 +211,7 @@ async fn forward(
     shared: &Arc<Shared>,
     settings: &Settings,
     client: &ClientConn,
-) -> Response<Body> {
+) -> Answer {
     let cfg = &settings.config;
     let (mut parts, body) = req.into_parts();
     let is_upgrade = head.upgrade;
@@ -226,7 +263,8 @@ async fn forward(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "request target cannot be forwarded",
-        );
+        )
+        .into();
     };
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
@@ -256,7 +294,9 @@ async fn forward(
                 .send(upstream_req, cfg.upstream.request_timeout),
         )
         .await
-        .map(|resp| resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+        .map(|resp| {
+            Answer::from(resp.map(|b| b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()))
+        })
     } else if let Some((headers, creds)) = identity.as_ref() {
         // The actor is looked up while the upstream works on the request, adding no latency.
         let identify = async {
@@ -280,11 +320,10 @@ async fn forward(
             .send(upstream_req, &cfg.upstream, &client.peer_ip)
             .await
     };
-    let resp = match sent {
-        Ok(resp) => resp,
-        Err(e) => return upstream_failure(shared, &e),
-    };
-    upstream_response(resp, ex, shared, settings).await
+    match sent {
+        Ok(answer) => upstream_response(answer, ex, shared, settings),
+        Err(e) => upstream_failure(shared, &e).into(),
+    }
 }
 
 /// The target as the upstream sees it: `base_path` prefixed, in origin form for the client
@@ -332,12 +371,16 @@ fn upstream_failure(shared: &Shared, e: &UpstreamError) -> Response<Body> {
     }
 }
 
-async fn upstream_response(
-    mut resp: Response<Body>,
+fn upstream_response(
+    answer: Answer,
     ex: Exchange,
     shared: &Arc<Shared>,
     settings: &Settings,
-) -> Response<Body> {
+) -> Answer {
+    let Answer {
+        response: mut resp,
+        lines,
+    } = answer;
     let cfg = &settings.config;
     let status = resp.status();
     if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -347,11 +390,16 @@ async fn upstream_response(
         }
         let (mut parts, _) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, true);
-        return Response::from_parts(parts, empty());
+        return Response::from_parts(parts, empty()).into();
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let present = ResponseHead::survey(&parts.headers);
+    let mut present = ResponseHead::survey(&parts.headers);
+    // An answer with none of the headers the phases edit in place passes its lines on as bytes
+    // (its map is empty); of those, only a `Cache-Control` matters here.
+    if let Some(lines) = &lines {
+        present.cache_control = lines.has_cache_control;
+    }
     // When the application publishes for this response itself, its events replace the automatic one.
     let app_published = present.sync_event;
     if app_published {
@@ -380,7 +428,10 @@ async fn upstream_response(
         ),
         _ => body,
     };
-    Response::from_parts(parts, body)
+    Answer {
+        response: Response::from_parts(parts, body),
+        lines,
+    }
 }
 
 /// Which of the headers the answer's phases ask about the upstream's answer carries, found in one

@@ -165,6 +165,10 @@ async fn test_api(
             .unwrap(),
         (&Method::GET, ["api", "cached"]) => Response::builder()
             .header("cache-control", "max-age=60")
+            // A hop-by-hop header without a `Connection` naming others: the answer's lines pass
+            // on as bytes (`proxy::verbatim`), and this one must stay behind.
+            .header("keep-alive", "timeout=5")
+            .header("x-custom", "a,  b")
             .body(full("cached"))
             .unwrap(),
         // A CORS answer, as FastAPI's CORSMiddleware gives one, exposing a header of its own.

@@ -32,13 +32,14 @@ use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::Answer;
 use super::upstream::UpstreamError;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::timer::Spare;
 use body::UpstreamBody;
 use conn::{Conn, Upload, UploadError};
-use wire::Head;
+use wire::{Head, Lines};
 /// The client side (`crate::front`) frames its answers and reads its lengths the same way.
 pub use wire::{Span, chunk, chunk_size_line, locate, parse_length};
 
@@ -101,7 +102,7 @@ impl Link {
         req: Request<Body>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let deadline = Instant::now() + cfg.request_timeout;
         let mut timer = self.timer.take(deadline);
         let mut exchange = std::pin::pin!(self.exchange(req, cfg, peer_ip));
@@ -124,7 +125,7 @@ impl Link {
         req: Request<Body>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
-    ) -> Result<Response<Body>, UpstreamError> {
+    ) -> Result<Answer, UpstreamError> {
         let (parts, body) = req.into_parts();
         let has_body = !body.is_end_stream();
         // A body without a declared length (the client sent it chunked) goes on chunked.
@@ -164,13 +165,7 @@ impl Link {
         (same && idle.conn.still_open()).then_some(idle.conn)
     }
 
-    fn answer(
-        &self,
-        conn: Conn,
-        upload: Upload,
-        head: Head,
-        authority: &Authority,
-    ) -> Response<Body> {
+    fn answer(&self, conn: Conn, upload: Upload, head: Head, authority: &Authority) -> Answer {
         let upload = (!upload.is_done()).then_some(upload);
         let body = UpstreamBody::new(
             conn,
@@ -185,10 +180,18 @@ impl Link {
         } else {
             body.boxed_unsync()
         };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.headers_mut() = head.headers;
-        resp
+        let mut response = Response::new(body);
+        *response.status_mut() = head.status;
+        match head.lines {
+            Lines::Verbatim(lines) => Answer {
+                response,
+                lines: Some(lines),
+            },
+            Lines::Map(map) => {
+                *response.headers_mut() = map;
+                Answer::from(response)
+            }
+        }
     }
 }
 

@@ -8,10 +8,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 
 use crate::proxy::headers::write_forwarded_for;
+use crate::proxy::verbatim::Verbatim;
 
 /// Most headers an answer may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -154,7 +155,7 @@ pub enum Framing {
 #[derive(Debug)]
 pub struct Head {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    pub lines: Lines,
     pub framing: Framing,
     /// HTTP/1.1 without `Connection: close`: the connection may carry the next request.
     pub keep_alive: bool,
@@ -208,7 +209,7 @@ pub fn response_head(
 
 /// Byte ranges of one header's name and value in a head (a connection keeps a list of them from
 /// one head to the next, so finding them allocates nothing).
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Span {
     pub name: (usize, usize),
     pub value: (usize, usize),
@@ -233,6 +234,52 @@ pub fn locate(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Vec<Span
 /// `Access-Control-Expose-Headers`): room is made for them up front, so the map never grows.
 const ROOM_FOR_OURS: usize = 3;
 
+/// What an answer's header is to the proxy, told from its name alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// Another hop-by-hop header: it stays on this hop.
+    HopByHop,
+    Date,
+    CacheControl,
+    /// A header the proxy phases edit by name: the answer needs a map.
+    Edited,
+    Other,
+}
+
+fn role(name: &[u8]) -> Role {
+    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+    // One length comparison rules out almost every name.
+    match name.len() {
+        2 if is("te") => Role::HopByHop,
+        4 if is("date") => Role::Date,
+        7 if is("trailer") || is("upgrade") => Role::HopByHop,
+        10 if is("connection") => Role::Connection,
+        10 if is("keep-alive") => Role::HopByHop,
+        12 if is("x-sync-event") => Role::Edited,
+        13 if is("cache-control") => Role::CacheControl,
+        14 if is("content-length") => Role::ContentLength,
+        15 if is("x-sync-position") => Role::Edited,
+        16 if is("proxy-connection") => Role::HopByHop,
+        17 if is("transfer-encoding") => Role::TransferEncoding,
+        18 if is("proxy-authenticate") => Role::HopByHop,
+        19 if is("proxy-authorization") => Role::HopByHop,
+        27 if is("access-control-allow-origin") => Role::Edited,
+        29 if is("access-control-expose-headers") => Role::Edited,
+        _ => Role::Other,
+    }
+}
+
+/// An answer's header lines: most pass on as the bytes they came in (`Verbatim`); an answer
+/// with a header the proxy phases edit by name comes as a map.
+#[derive(Debug)]
+pub enum Lines {
+    Verbatim(Verbatim),
+    Map(HeaderMap),
+}
+
 fn interpret(
     status: StatusCode,
     http11: bool,
@@ -240,59 +287,66 @@ fn interpret(
     spans: &[Span],
     method: &Method,
 ) -> Result<Head, WireError> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_OURS);
+    let mut verbatim = Verbatim::new(head.clone(), spans.len());
+    let mut needs_map = false;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
-    let mut close = !http11;
+    let (mut said_close, mut said_keep_alive) = (false, false);
     for span in spans {
-        let raw_name = &head[span.name.0..span.name.1];
-        let name = HeaderName::from_bytes(raw_name)
-            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| WireError::Header(name.to_string()))?;
-        if name == CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes()).ok_or(WireError::ContentLength)?;
-            // Repeated lengths must agree (RFC 9112 §6.3), or the framing is ambiguous.
-            if length.is_some_and(|prev| prev != n) {
-                return Err(WireError::ContentLength);
+        let value = &head[span.value.0..span.value.1];
+        match role(&head[span.name.0..span.name.1]) {
+            Role::ContentLength => {
+                let n = parse_length(value).ok_or(WireError::ContentLength)?;
+                // Repeated lengths must agree (RFC 9112 §6.3), or the framing is ambiguous.
+                match length {
+                    Some(prev) if prev != n => return Err(WireError::ContentLength),
+                    Some(_) => {}
+                    None => verbatim.keep(*span, false),
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if name == TRANSFER_ENCODING {
-            // Only a final `chunked` delimits the body; any other coding means "until close".
-            let last = value
-                .as_bytes()
-                .rsplit(|b| *b == b',')
-                .next()
-                .map(<[u8]>::trim_ascii);
-            chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-            other_coding = !chunked;
-        } else if name == CONNECTION {
-            let v = value.as_bytes();
-            if v.split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
-                close = true;
-            } else if !http11
-                && v.split(|b| *b == b',')
-                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
-            {
-                close = false;
+            Role::TransferEncoding => {
+                // Only a final `chunked` delimits the body; any other coding means "until close".
+                let last = value.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
+                chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+                other_coding = !chunked;
             }
+            Role::Connection => {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        said_close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        said_keep_alive = true;
+                    } else if !token.is_empty() {
+                        // It names a header of this hop, which `strip_hop_by_hop` removes.
+                        needs_map = true;
+                    }
+                }
+            }
+            Role::HopByHop => {}
+            Role::Date => {
+                verbatim.has_date = true;
+                verbatim.keep(*span, false);
+            }
+            Role::CacheControl => {
+                verbatim.has_cache_control = true;
+                verbatim.keep(*span, true);
+            }
+            Role::Edited => needs_map = true,
+            Role::Other => verbatim.keep(*span, false),
         }
-        headers.append(name, value);
     }
+    // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
+    let close = said_close || (!http11 && !said_keep_alive);
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         Framing::Empty
     } else if chunked {
-        // A Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3).
-        headers.remove(CONTENT_LENGTH);
         Framing::Chunked
     } else if other_coding {
-        headers.remove(CONTENT_LENGTH);
         Framing::UntilClose
     } else {
         match length {
@@ -301,12 +355,42 @@ fn interpret(
             None => Framing::UntilClose,
         }
     };
+    // A Transfer-Encoding overrides any Content-Length (RFC 9112 §6.3).
+    let coded = chunked || other_coding;
+    let lines = if needs_map {
+        Lines::Map(header_map(head, spans, coded)?)
+    } else {
+        if coded {
+            verbatim.forget_length();
+        } else {
+            verbatim.length = length;
+        }
+        Lines::Verbatim(verbatim)
+    };
     Ok(Head {
         status,
-        headers,
+        lines,
         framing,
         keep_alive: !close && framing != Framing::UntilClose,
     })
+}
+
+/// Every header of the answer in a map, for the proxy phases to edit by name (they drop the
+/// hop-by-hop ones). A coded body's `Content-Length` is left out.
+fn header_map(head: &Bytes, spans: &[Span], coded: bool) -> Result<HeaderMap, WireError> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_OURS);
+    for span in spans {
+        let raw_name = &head[span.name.0..span.name.1];
+        let name = HeaderName::from_bytes(raw_name)
+            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
+        if coded && name == CONTENT_LENGTH {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| WireError::Header(name.to_string()))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces), at most 19 of them.
@@ -415,6 +499,77 @@ pub enum Step {
 mod tests {
     use super::*;
 
+    impl Head {
+        /// Every header the client would get, however the answer carries them.
+        fn map(&self) -> HeaderMap {
+            match &self.lines {
+                Lines::Verbatim(v) => v.clone().fold(HeaderMap::new()),
+                Lines::Map(m) => m.clone(),
+            }
+        }
+    }
+
+    #[test]
+    fn only_answers_the_phases_edit_by_name_get_a_map() {
+        let verbatim = [
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nCache-Control: max-age=5\r\nDate: x\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\r\n",
+        ];
+        for text in verbatim {
+            let h = head(text, Method::GET).unwrap().unwrap();
+            assert!(matches!(h.lines, Lines::Verbatim(_)), "{text}");
+        }
+        let mapped = [
+            "HTTP/1.1 201 Created\r\nX-Sync-Event: {}\r\n\r\n",
+            "HTTP/1.1 200 OK\r\naccess-control-allow-origin: *\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nAccess-Control-Expose-Headers: x-a\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX-Sync-Position: a=1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nX-Secret: 1\r\n\r\n",
+        ];
+        for text in mapped {
+            let h = head(text, Method::GET).unwrap().unwrap();
+            assert!(matches!(h.lines, Lines::Map(_)), "{text}");
+        }
+    }
+
+    #[test]
+    fn verbatim_lines_leave_out_this_hop_and_keep_the_rest_as_sent() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nX-Kept:  a b\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+             TE: trailers\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Authenticate: Basic\r\n\
+             Content-Length: 3\r\nContent-Length: 3\r\nDate: d\r\nCache-Control: no-cache\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let Lines::Verbatim(v) = h.lines else {
+            panic!("a map")
+        };
+        assert_eq!(v.length, Some(3));
+        assert!(v.has_date && v.has_cache_control);
+        let mut out = Vec::new();
+        v.write(&HeaderMap::new(), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "X-Kept:  a b\r\nContent-Length: 3\r\nDate: d\r\nCache-Control: no-cache\r\n"
+        );
+        // A coded body is framed by its coding, never by a length beside it.
+        let coded = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+            Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let Lines::Verbatim(v) = coded.lines else {
+            panic!("a map")
+        };
+        assert_eq!(v.length, None);
+        let mut out = Vec::new();
+        v.write(&HeaderMap::new(), &mut out);
+        assert_eq!(out, b"X-A: 1\r\n");
+    }
+
     fn head(text: &str, method: Method) -> Result<Option<Head>, WireError> {
         let mut buf = BytesMut::from(text.as_bytes());
         response_head(&mut buf, &method, &mut Vec::new())
@@ -501,7 +656,7 @@ mod tests {
         assert_eq!(h.status, 200);
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-a"], "b");
+        assert_eq!(h.map()["x-a"], "b");
         assert_eq!(&buf[..], b"hello");
     }
 
@@ -516,7 +671,7 @@ mod tests {
         .unwrap();
         assert_eq!(h.status, 201);
         assert_eq!(h.framing, Framing::Empty);
-        assert!(!h.headers.contains_key("link"));
+        assert!(!h.map().contains_key("link"));
     }
 
     #[test]
@@ -527,13 +682,13 @@ mod tests {
             Method::GET,
         );
         assert_eq!(chunked.framing, Framing::Chunked);
-        assert!(!chunked.headers.contains_key(CONTENT_LENGTH));
+        assert!(!chunked.map().contains_key(CONTENT_LENGTH));
         let close = f("HTTP/1.1 200 OK\r\n\r\n", Method::GET);
         assert_eq!(close.framing, Framing::UntilClose);
         assert!(!close.keep_alive);
         let head_answer = f("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", Method::HEAD);
         assert_eq!(head_answer.framing, Framing::Empty);
-        assert_eq!(head_answer.headers[CONTENT_LENGTH], "9");
+        assert_eq!(head_answer.map()[CONTENT_LENGTH], "9");
         let not_modified = f("HTTP/1.1 304 Not Modified\r\n\r\n", Method::GET);
         assert_eq!(not_modified.framing, Framing::Empty);
         assert!(not_modified.keep_alive);
