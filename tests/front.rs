@@ -275,6 +275,11 @@ async fn upstream_headers_pass_on_without_this_hops_and_with_the_rules_value() {
         assert_eq!(answer.all("date").len(), 1, "{version}: {answer:?}");
         assert_eq!(answer.all("content-length"), ["6"], "{version}: {answer:?}");
         assert!(answer.all("keep-alive").is_empty(), "{version}: {answer:?}");
+        assert_eq!(
+            answer.all("x-sync-position").len(),
+            1,
+            "{version}: {answer:?}"
+        );
 
         let mut c = Client::open(&h).await;
         c.send(format!("GET /api/hop HTTP/{version}\r\nHost: a\r\n\r\n").as_bytes())

@@ -47,7 +47,7 @@ pub fn head(
     let mut declared: Option<u64> = None;
     // The upstream's own lines as they came; the map then holds what the proxy added.
     if let Some(lines) = lines {
-        lines.write(&parts.headers, out);
+        lines.write(out);
         has_date = lines.has_date;
         declared = lines.length;
     }

@@ -198,7 +198,7 @@ impl Conn {
             let (parts, body) = resp.into_parts();
             let framing = answer::head(
                 &parts,
-                lines.as_ref(),
+                lines.as_deref(),
                 &method,
                 body.size_hint().exact(),
                 !keep,

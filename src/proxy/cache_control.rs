@@ -1,6 +1,6 @@
 //! `Cache-Control` rewriting by path rules: first match wins, so realtime data is never served stale.
 
-use http::{HeaderMap, Method, header};
+use http::{HeaderValue, Method};
 
 use crate::config::CacheRule;
 
@@ -12,25 +12,25 @@ pub fn rule_for(rules: &[CacheRule], method: &Method, path: &str) -> Option<usiz
     })
 }
 
-/// Sets the rule's value, unless the rule defers to a `Cache-Control` the upstream chose itself
-/// (`upstream_set`: the caller has looked through the answer's headers already).
-pub fn apply_rule(rule: &CacheRule, headers: &mut HeaderMap, upstream_set: bool) {
-    if rule.only_if_missing && upstream_set {
-        return;
-    }
-    headers.insert(header::CACHE_CONTROL, rule.value.clone());
+/// The value the answer gets from the rule: none when the rule defers to a `Cache-Control` the
+/// upstream chose itself (`upstream_set`: the caller has looked through the answer's headers
+/// already). It replaces any the upstream sent.
+pub fn replacement(rule: &CacheRule, upstream_set: bool) -> Option<&HeaderValue> {
+    (!(rule.only_if_missing && upstream_set)).then_some(&rule.value)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderMap, header};
     use regex::Regex;
 
     fn apply(rules: &[CacheRule], method: &Method, path: &str, headers: &mut HeaderMap) {
         if let Some(rule) = rule_for(rules, method, path).and_then(|i| rules.get(i)) {
             let upstream_set = headers.contains_key(header::CACHE_CONTROL);
-            apply_rule(rule, headers, upstream_set);
+            if let Some(value) = replacement(rule, upstream_set) {
+                headers.insert(header::CACHE_CONTROL, value.clone());
+            }
         }
     }
 

@@ -44,12 +44,14 @@ const X_SYNC_POSITION: HeaderName = HeaderName::from_static("x-sync-position");
 const MAX_CLIENT_ID: usize = 128;
 
 /// What the pipeline answers: the response, and the upstream's header lines when they pass on
-/// as the bytes they came in (`verbatim`; the response's map then holds only what the proxy
-/// added). They travel beside the response rather than in its extensions, whose map costs three
-/// allocations per answer.
+/// as the bytes they came in (`verbatim`; the response's own map is then empty). They travel
+/// beside the response rather than in its extensions, whose map costs three allocations per
+/// answer.
 pub struct Answer {
     pub response: Response<Body>,
-    pub lines: Option<Verbatim>,
+    /// Boxed: the answer is moved several times on its way out, and a bigger one is copied
+    /// with `memcpy` each time (more than the allocation costs).
+    pub lines: Option<Box<Verbatim>>,
 }
 
 impl From<Response<Body>> for Answer {
@@ -379,7 +381,7 @@ fn upstream_response(
 ) -> Answer {
     let Answer {
         response: mut resp,
-        lines,
+        mut lines,
     } = answer;
     let cfg = &settings.config;
     let status = resp.status();
@@ -410,11 +412,24 @@ fn upstream_response(
         Some((facts, position)) => (facts.cache_rule, position),
         None => (cache_control::rule_for(rules, &ex.method, &ex.path), None),
     };
-    if let Some(rule) = cache_rule.and_then(|i| rules.get(i)) {
-        cache_control::apply_rule(rule, &mut parts.headers, present.cache_control);
+    // Verbatim lines take what the phases add beside them, so that their answer needs no map.
+    if let Some(value) = cache_rule
+        .and_then(|i| rules.get(i))
+        .and_then(|rule| cache_control::replacement(rule, present.cache_control))
+    {
+        match &mut lines {
+            Some(lines) => lines.cache_control = Some(value.clone()),
+            None => {
+                parts.headers.insert(header::CACHE_CONTROL, value.clone());
+            }
+        }
     }
     if let Some(position) = position.filter(|_| status.is_success()) {
-        stamp_position(&mut parts.headers, position, present.cors);
+        match &mut lines {
+            // Verbatim lines are never CORS (`link::wire` maps those): nothing to expose.
+            Some(lines) => lines.position = Some(position),
+            None => stamp_position(&mut parts.headers, position, present.cors),
+        }
     }
     let body = match ex.plan {
         Some(plan) if status.is_success() && !app_published => emit_on_success(

@@ -1,19 +1,19 @@
 //! The upstream answer's header lines, passed to the client as the bytes they arrived in.
 //!
 //! Most answers need none of their headers edited by name: the proxy phases drop the hop-by-hop
-//! ones, may replace `Cache-Control`, and add a header or two. Building a `HeaderMap` of every
-//! line only to write it out again cost about 2k instructions of a GET's 16k (a name lookup, a
-//! hash and an insertion per header, two allocations per map). So the upstream link keeps an
-//! answer's lines as spans of its head, and the answer's `HeaderMap` holds only what the phases
-//! add; the client loop writes the lines, then the additions. An answer carrying a header the
-//! phases edit in place (`X-Sync-Event`, CORS, a `Connection` that names other headers) gets a
-//! full map instead, as before (see `link::wire`).
+//! ones, may replace `Cache-Control`, and may add `X-Sync-Position`. Building a `HeaderMap` of
+//! every line only to write it out again cost about 2k instructions of a GET's 16k (a name
+//! lookup, a hash and an insertion per header, two allocations per map). So the upstream link
+//! keeps an answer's lines as spans of its head, the phases set their two headers beside them,
+//! and the client loop writes the lines, then those two, then anything in the response's own map
+//! (empty for such answers). An answer carrying a header the phases edit in place
+//! (`X-Sync-Event`, CORS, a `Connection` that names other headers) gets a full map instead, as
+//! before (see `link::wire`).
 //!
 //! The lines travel beside the response (`proxy::Answer`), which folds them into the map for
 //! whoever writes answers from the map alone (hyper, on connections `front` hands over).
 
 use bytes::Bytes;
-use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::link::Span;
@@ -29,6 +29,10 @@ pub struct Verbatim {
     pub has_date: bool,
     /// The upstream sent a `Cache-Control`; a rule that sets one replaces its lines.
     pub has_cache_control: bool,
+    /// A rule's `Cache-Control`, written in place of the upstream's.
+    pub cache_control: Option<HeaderValue>,
+    /// The `X-Sync-Position` of a read.
+    pub position: Option<HeaderValue>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +51,8 @@ impl Verbatim {
             length: None,
             has_date: false,
             has_cache_control: false,
+            cache_control: None,
+            position: None,
         }
     }
 
@@ -67,10 +73,10 @@ impl Verbatim {
         self.length = None;
     }
 
-    /// Writes the kept lines as `name: value\r\n`, with the upstream's spelling, leaving out
-    /// `Cache-Control` when `additions` carries the rule's own.
-    pub fn write(&self, additions: &HeaderMap, out: &mut Vec<u8>) {
-        let replaced = self.has_cache_control && additions.contains_key(CACHE_CONTROL);
+    /// Writes the kept lines as `name: value\r\n`, with the upstream's spelling, then what the
+    /// phases set beside them.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let replaced = self.cache_control.is_some();
         for line in &self.lines {
             if replaced && line.cache_control {
                 continue;
@@ -78,12 +84,26 @@ impl Verbatim {
             out.extend_from_slice(&self.head[line.span.name.0..line.span.value.1]);
             out.extend_from_slice(b"\r\n");
         }
+        for (name, value) in self.set() {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
 
-    /// The kept lines and `additions` as one map (what `write` would have written).
+    /// The headers the phases set beside the lines.
+    fn set(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+        let cache_control = self.cache_control.as_ref().map(|v| ("cache-control", v));
+        let position = self.position.as_ref().map(|v| ("x-sync-position", v));
+        cache_control.into_iter().chain(position)
+    }
+
+    /// The kept lines, what the phases set, and `additions` (the response's own map) as one map:
+    /// what the client loop would have written.
     pub(crate) fn fold(self, additions: HeaderMap) -> HeaderMap {
-        let replaced = self.has_cache_control && additions.contains_key(CACHE_CONTROL);
-        let mut map = HeaderMap::with_capacity(self.lines.len() + additions.len());
+        let replaced = self.cache_control.is_some();
+        let mut map = HeaderMap::with_capacity(self.lines.len() + 2 + additions.len());
         for line in &self.lines {
             if replaced && line.cache_control {
                 continue;
@@ -96,6 +116,9 @@ impl Verbatim {
             ) {
                 map.append(name, value);
             }
+        }
+        for (name, value) in self.set() {
+            map.append(HeaderName::from_static(name), value.clone());
         }
         let mut last = None;
         for (name, value) in additions {
@@ -113,6 +136,7 @@ impl Verbatim {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CACHE_CONTROL;
 
     fn sample() -> Verbatim {
         let head =
@@ -139,25 +163,34 @@ mod tests {
     #[test]
     fn lines_are_written_as_sent_and_a_rule_replaces_cache_control() {
         let mut out = Vec::new();
-        sample().write(&HeaderMap::new(), &mut out);
+        sample().write(&mut out);
         assert_eq!(out, b"X-A:  1\r\ncache-control: max-age=9\r\n");
-        let mut additions = HeaderMap::new();
-        additions.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let mut v = sample();
+        v.cache_control = Some(HeaderValue::from_static("no-store"));
+        v.position = Some(HeaderValue::from_static("p=1"));
         out.clear();
-        sample().write(&additions, &mut out);
-        assert_eq!(out, b"X-A:  1\r\n");
+        v.write(&mut out);
+        assert_eq!(
+            out,
+            b"X-A:  1\r\ncache-control: no-store\r\nx-sync-position: p=1\r\n"
+        );
     }
 
     #[test]
-    fn fold_joins_the_lines_and_the_additions() {
+    fn fold_joins_the_lines_what_was_set_and_the_additions() {
+        let mut v = sample();
+        v.cache_control = Some(HeaderValue::from_static("no-store"));
+        v.position = Some(HeaderValue::from_static("p=1"));
         let mut additions = HeaderMap::new();
-        additions.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        additions.append("x-sync-position", HeaderValue::from_static("p=1"));
-        let h = sample().fold(additions);
+        additions.append("x-b", HeaderValue::from_static("2"));
+        additions.append("x-b", HeaderValue::from_static("3"));
+        let h = v.fold(additions);
         assert_eq!(h["x-a"], "1");
         assert_eq!(h.get_all(CACHE_CONTROL).iter().count(), 1);
         assert_eq!(h[CACHE_CONTROL], "no-store");
         assert_eq!(h["x-sync-position"], "p=1");
+        let b: Vec<_> = h.get_all("x-b").iter().collect();
+        assert_eq!(b, ["2", "3"]);
         let h = sample().fold(HeaderMap::new());
         assert_eq!(h[CACHE_CONTROL], "max-age=9");
     }
