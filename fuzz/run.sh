@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target for a bounded time; not part of `cargo test`.
 #
-#   fuzz/run.sh [seconds-per-target] [target...]      (default: 60 s, all five targets)
+#   fuzz/run.sh [seconds-per-target] [target...]      (default: 60 s, all six targets)
 #
 # cargo-fuzz needs nightly compiler features; on the stable toolchain RUSTC_BOOTSTRAP=1 unlocks them.
 # SANITIZER=address (default none: syncgate is #![forbid(unsafe_code)], so findings are panics, and
@@ -16,7 +16,7 @@ secs=${1:-60}
 shift $(($# > 0 ? 1 : 0))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config_yaml socket_message template rest_path request_head)
+    targets=(config_yaml socket_message template rest_path request_head answer_head)
 fi
 sanitizer=${SANITIZER:-none}
 

@@ -78,3 +78,8 @@ fn fixed_fuzz_rule_configs_load() {
     // `rest_path` panics on every input if these stop loading; say so plainly instead.
     assert_eq!(harness::matchers().len(), 3);
 }
+
+#[test]
+fn upstream_answer_lines_pass_on_whole_on_saved_inputs() {
+    replay("answer_head", harness::answer_head);
+}

@@ -1,4 +1,4 @@
-//! The five fuzz entry points, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the stable
+//! The six fuzz entry points, shared by the cargo-fuzz targets (`fuzz/fuzz_targets/`) and the stable
 //! regression test (`tests/fuzz_regressions.rs`, which includes this file as a module), so a saved
 //! input replays on stable exactly as the fuzzer ran it.
 //!
@@ -16,6 +16,7 @@ use syncgate::config::Config;
 use syncgate::events::template::{Part, Template, Vars};
 use syncgate::events::{BodyPrefix, EmitContext, EventDraft, EventMatcher, Text};
 use syncgate::front::head::{self, Parsed};
+use syncgate::proxy::link::{Lines, response_head};
 use syncgate::ws::protocol::{self, ClientOp, MAX_CHANNEL_LEN};
 
 /// (a) Config loader: arbitrary UTF-8 as a YAML file. A config that loads is then used once, so a
@@ -395,4 +396,78 @@ pub fn request_head(data: &[u8]) {
             }
         }
     }
+}
+
+/// (f) The upstream answer's head reader (`proxy::link::response_head`), on bytes an upstream
+/// could send. Input: a byte choosing the request's method, then the answer. An answer's header
+/// lines may pass to the client as the bytes they came in (`proxy::verbatim`), so what is kept
+/// must be whole lines: no line break inside one, none of this hop's headers, one length at most,
+/// every line one a header map takes, and the lines read back the same when written out.
+pub fn answer_head(data: &[u8]) {
+    const HOP_BY_HOP: [&str; 9] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    let [method, input @ ..] = data else {
+        return;
+    };
+    let method = match method % 3 {
+        0 => Method::GET,
+        1 => Method::HEAD,
+        _ => Method::POST,
+    };
+    let mut buf = BytesMut::from(input);
+    let Ok(Some(head)) = response_head(&mut buf, &method, &mut Vec::new()) else {
+        return;
+    };
+    let Lines::Verbatim(lines) = head.lines else {
+        return;
+    };
+    let mut written = Vec::new();
+    lines.write(&mut written);
+    let text: Vec<&[u8]> = written.split(|b| *b == b'\n').collect();
+    let (last, text) = text.split_last().expect("split gives one piece at least");
+    assert!(last.is_empty(), "the lines do not end with a line end");
+    let mut lengths = 0;
+    for line in text {
+        let line = line.strip_suffix(b"\r").expect("a line ends with LF alone");
+        assert!(!line.contains(&b'\r'), "a CR inside a line");
+        let colon = line
+            .iter()
+            .position(|b| *b == b':')
+            .expect("a line without a colon");
+        let name = String::from_utf8_lossy(&line[..colon]).to_ascii_lowercase();
+        assert!(!HOP_BY_HOP.contains(&name.as_str()), "{name} passed on");
+        lengths += usize::from(name == "content-length");
+    }
+    assert!(lengths <= 1, "{lengths} lengths passed on");
+    assert_eq!(
+        lengths == 1,
+        lines.length.is_some(),
+        "the length kept is not the line kept"
+    );
+    assert_eq!(
+        (*lines).clone().fold(http::HeaderMap::new()).len(),
+        text.len(),
+        "a line no header map takes"
+    );
+    let mut again = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
+    again.extend_from_slice(&written);
+    again.extend_from_slice(b"\r\n");
+    let Ok(Some(reread)) = response_head(&mut again, &Method::GET, &mut Vec::new()) else {
+        panic!("the lines written do not read back");
+    };
+    let Lines::Verbatim(reread) = reread.lines else {
+        panic!("the lines written read back as a map");
+    };
+    let mut twice = Vec::new();
+    reread.write(&mut twice);
+    assert_eq!(twice, written, "the lines read back differently");
 }

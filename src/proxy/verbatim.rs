@@ -101,7 +101,7 @@ impl Verbatim {
 
     /// The kept lines, what the phases set, and `additions` (the response's own map) as one map:
     /// what the client loop would have written.
-    pub(crate) fn fold(self, additions: HeaderMap) -> HeaderMap {
+    pub fn fold(self, additions: HeaderMap) -> HeaderMap {
         let replaced = self.cache_control.is_some();
         let mut map = HeaderMap::with_capacity(self.lines.len() + 2 + additions.len());
         for line in &self.lines {

@@ -39,7 +39,8 @@ use crate::config::UpstreamConfig;
 use crate::timer::Spare;
 use body::UpstreamBody;
 use conn::{Conn, Upload, UploadError};
-use wire::{Head, Lines};
+/// The answer's head reader, for the fuzz harness (`fuzz/src/lib.rs`, `answer_head`).
+pub use wire::{Head, Lines, response_head};
 /// The client side (`crate::front`) frames its answers and reads its lengths the same way.
 pub use wire::{Span, chunk, chunk_size_line, locate, parse_length};
 
