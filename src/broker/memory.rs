@@ -106,6 +106,8 @@ impl MemoryBroker {
         let seq = st.last_seq;
         // After the new seq, so that whoever reads this count then reads that seq or a later one.
         self.moves.fetch_add(1, Ordering::Release);
+        // One clock read for both: the history's age and the delivery-delay metric.
+        let now = Instant::now();
         let event = Arc::new(Event {
             channel: name,
             seq,
@@ -113,9 +115,8 @@ impl MemoryBroker {
             frame: envelope::framed(draft, channel, seq, id),
             origin_client: draft.origin_client.as_ref().map(Text::shared),
             actor: draft.actor.as_ref().map(Text::shared),
-            published_at: std::time::Instant::now(),
+            published_at: now.into_std(),
         });
-        let now = Instant::now();
         if self.history.size > 0 {
             st.history.push_back((now, Arc::clone(&event)));
         }

@@ -537,5 +537,5 @@ fn emit_on_success(
         emit(&[], true);
         return body;
     }
-    tap::Tap::new(body, limit, Box::new(emit)).boxed_unsync()
+    tap::Tap::new(body, limit, emit).boxed_unsync()
 }
