@@ -398,11 +398,19 @@ scenario_latency() {
   done
 }
 
+# CPU time since boot from /proc/stat's first line, in ticks: the steal (time the host gave to
+# other tenants of a shared VM) and the total. A run with much steal has noisy absolute figures.
+cpu_ticks() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+read -r STEAL_START TICKS_START < <(cpu_ticks)
 echo "bench: results in $OUT (machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 [[ ",$ONLY," == *",rest,"* ]] && scenario_rest
 [[ ",$ONLY," == *",fanout,"* ]] && scenario_fanout
 [[ ",$ONLY," == *",latency,"* ]] && scenario_latency
+read -r STEAL_END TICKS_END < <(cpu_ticks)
 python3 "$ROOT/bench/report.py" "$RESULTS" | tee "$OUT/report.md"
+awk -v s=$((STEAL_END - STEAL_START)) -v t=$((TICKS_END - TICKS_START)) \
+  'BEGIN { printf "Machine: steal time %.1f%% of the CPU time during the run.\n", (t > 0 ? 100 * s / t : 0) }' |
+  tee -a "$OUT/report.md"
 if [[ "$SMOKE" == 1 ]]; then
   python3 "$ROOT/bench/report.py" --check-smoke "$RESULTS"
 fi
