@@ -272,6 +272,12 @@ async fn upstream_headers_pass_on_without_this_hops_and_with_the_rules_value() {
             "{version}: {answer:?}"
         );
         assert_eq!(answer.all("x-custom"), ["a,  b"], "{version}: {answer:?}");
+        // Repeated lines stay separate lines, in order (cookies cannot be joined with commas).
+        assert_eq!(
+            answer.all("set-cookie"),
+            ["a=1; Path=/", "b=2; Path=/"],
+            "{version}: {answer:?}"
+        );
         assert_eq!(answer.all("date").len(), 1, "{version}: {answer:?}");
         assert_eq!(answer.all("content-length"), ["6"], "{version}: {answer:?}");
         assert!(answer.all("keep-alive").is_empty(), "{version}: {answer:?}");

@@ -169,6 +169,8 @@ async fn test_api(
             // on as bytes (`proxy::verbatim`), and this one must stay behind.
             .header("keep-alive", "timeout=5")
             .header("x-custom", "a,  b")
+            .header("set-cookie", "a=1; Path=/")
+            .header("set-cookie", "b=2; Path=/")
             .body(full("cached"))
             .unwrap(),
         // A CORS answer, as FastAPI's CORSMiddleware gives one, exposing a header of its own.
