@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{CONTENT_LENGTH, DATE};
 use http::{Method, StatusCode, response};
 
-use crate::proxy::link::parse_length;
+use crate::proxy::link::{header_line, parse_length};
 use crate::proxy::verbatim::Verbatim;
 
 /// How the body is delimited on the wire.
@@ -48,7 +48,7 @@ pub fn head(
     // The upstream's own lines as they came; the map then holds what the proxy added.
     if let Some(lines) = lines {
         lines.write(out);
-        has_date = lines.has_date;
+        has_date = lines.has_date();
         declared = lines.length;
     }
     for (name, value) in &parts.headers {
@@ -61,10 +61,7 @@ pub fn head(
                 _ => continue,
             }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        header_line(out, name.as_str(), value.as_bytes());
     }
     if !has_date {
         out.extend_from_slice(b"date: ");

@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderMap, Method, Request, Uri};
 
 pub use crate::proxy::link::Span;
 use crate::proxy::link::{locate, parse_length};
@@ -87,9 +87,8 @@ fn interpret(
     let mut length: Option<u64> = None;
     let mut close = false;
     for span in spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1]).ok()?;
         // httparse has checked the value's bytes: visible ASCII, spaces, tabs and obs-text.
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1)).ok()?;
+        let (name, value) = span.header(head)?;
         if name == CONTENT_LENGTH {
             let n = parse_length(value.as_bytes())?;
             // Repeated lengths must agree (RFC 9112 §6.3); hyper refuses the rest.

@@ -396,12 +396,15 @@ fn upstream_response(
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, false);
-    let mut present = ResponseHead::survey(&parts.headers);
-    // An answer with none of the headers the phases edit in place passes its lines on as bytes
-    // (its map is empty); of those, only a `Cache-Control` matters here.
-    if let Some(lines) = &lines {
-        present.cache_control = lines.has_cache_control;
-    }
+    let present = match &lines {
+        // An answer with none of the headers the phases edit in place passes its lines on as
+        // bytes (its map is empty); of those, only a `Cache-Control` matters here.
+        Some(lines) => ResponseHead {
+            cache_control: lines.has_cache_control(),
+            ..ResponseHead::default()
+        },
+        None => ResponseHead::survey(&parts.headers),
+    };
     // When the application publishes for this response itself, its events replace the automatic one.
     let app_published = present.sync_event;
     if app_published {

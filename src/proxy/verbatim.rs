@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::link::Span;
+use super::link::{Span, header_line};
 
 /// The kept header lines of one answer, as spans of its head.
 #[derive(Clone, Debug)]
@@ -25,20 +25,31 @@ pub struct Verbatim {
     lines: Vec<Line>,
     /// The one `Content-Length` kept, when the body is framed by it.
     pub length: Option<u64>,
-    /// The upstream sent a `Date`: none is added.
-    pub has_date: bool,
-    /// The upstream sent a `Cache-Control`; a rule that sets one replaces its lines.
-    pub has_cache_control: bool,
+    /// A line of each kind was kept (set by `keep`, so they cannot disagree with the lines).
+    has_date: bool,
+    has_cache_control: bool,
     /// A rule's `Cache-Control`, written in place of the upstream's.
     pub cache_control: Option<HeaderValue>,
     /// The `X-Sync-Position` of a read.
     pub position: Option<HeaderValue>,
 }
 
+/// What a kept line is to the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Plain,
+    /// `Date`: none is added.
+    Date,
+    /// `Cache-Control`: a rule's value replaces it.
+    CacheControl,
+    /// `Content-Length`: left out when the body is coded.
+    Length,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Line {
     span: Span,
-    cache_control: bool,
+    kind: Kind,
 }
 
 impl Verbatim {
@@ -56,39 +67,47 @@ impl Verbatim {
         }
     }
 
-    /// Keeps a line; `cache_control` marks the ones a rule's value replaces.
-    pub fn keep(&mut self, span: Span, cache_control: bool) {
-        self.lines.push(Line {
-            span,
-            cache_control,
-        });
+    pub fn keep(&mut self, span: Span, kind: Kind) {
+        self.has_date |= kind == Kind::Date;
+        self.has_cache_control |= kind == Kind::CacheControl;
+        self.lines.push(Line { span, kind });
+    }
+
+    /// The upstream sent a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.has_date
+    }
+
+    /// The upstream sent a `Cache-Control` (a rule may defer to it).
+    pub fn has_cache_control(&self) -> bool {
+        self.has_cache_control
     }
 
     /// Leaves the `Content-Length` line out: a coded body is framed by its coding.
     pub fn forget_length(&mut self) {
-        let head = &self.head;
-        self.lines.retain(|line| {
-            !head[line.span.name.0..line.span.name.1].eq_ignore_ascii_case(b"content-length")
-        });
+        self.lines.retain(|line| line.kind != Kind::Length);
         self.length = None;
+    }
+
+    /// The lines that reach the client: all but the upstream's `Cache-Control` when a rule
+    /// replaces it.
+    fn passed(&self) -> impl Iterator<Item = &Span> {
+        let replaced = self.cache_control.is_some();
+        self.lines
+            .iter()
+            .filter(move |line| !(replaced && line.kind == Kind::CacheControl))
+            .map(|line| &line.span)
     }
 
     /// Writes the kept lines as `name: value\r\n`, with the upstream's spelling, then what the
     /// phases set beside them.
     pub fn write(&self, out: &mut Vec<u8>) {
-        let replaced = self.cache_control.is_some();
-        for line in &self.lines {
-            if replaced && line.cache_control {
-                continue;
-            }
-            out.extend_from_slice(&self.head[line.span.name.0..line.span.value.1]);
+        for span in self.passed() {
+            out.extend_from_slice(&self.head[span.name.0..span.value.1]);
             out.extend_from_slice(b"\r\n");
         }
         for (name, value) in self.set() {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            header_line(out, name, value.as_bytes());
         }
     }
 
@@ -102,20 +121,10 @@ impl Verbatim {
     /// The kept lines, what the phases set, and `additions` (the response's own map) as one map:
     /// what the client loop would have written.
     pub fn fold(self, additions: HeaderMap) -> HeaderMap {
-        let replaced = self.cache_control.is_some();
         let mut map = HeaderMap::with_capacity(self.lines.len() + 2 + additions.len());
-        for line in &self.lines {
-            if replaced && line.cache_control {
-                continue;
-            }
-            let (name, value) = (line.span.name, line.span.value);
-            // `httparse` has checked both already; a line neither type takes is dropped.
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(&self.head[name.0..name.1]),
-                HeaderValue::from_maybe_shared(self.head.slice(value.0..value.1)),
-            ) {
-                map.append(name, value);
-            }
+        // `httparse` has checked every line already; one neither type takes is dropped.
+        for (name, value) in self.passed().filter_map(|span| span.header(&self.head)) {
+            map.append(name, value);
         }
         for (name, value) in self.set() {
             map.append(HeaderName::from_static(name), value.clone());
@@ -147,16 +156,15 @@ mod tests {
                 name: (17, 20),
                 value: (23, 24),
             },
-            false,
+            Kind::Plain,
         );
         v.keep(
             Span {
                 name: (26, 39),
                 value: (41, 50),
             },
-            true,
+            Kind::CacheControl,
         );
-        v.has_cache_control = true;
         v
     }
 

@@ -42,7 +42,7 @@ use conn::{Conn, Upload, UploadError};
 /// The answer's head reader, for the fuzz harness (`fuzz/src/lib.rs`, `answer_head`).
 pub use wire::{Head, Lines, response_head};
 /// The client side (`crate::front`) frames its answers and reads its lengths the same way.
-pub use wire::{Span, chunk, chunk_size_line, locate, parse_length};
+pub use wire::{Span, chunk, chunk_size_line, header_line, locate, parse_length};
 
 /// The request side, shared by the requests of one client connection.
 pub struct Link {

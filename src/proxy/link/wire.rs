@@ -12,7 +12,7 @@ use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 
 use crate::proxy::headers::write_forwarded_for;
-use crate::proxy::verbatim::Verbatim;
+use crate::proxy::verbatim::{Kind, Verbatim};
 
 /// Most headers an answer may carry (hyper's default too).
 const MAX_HEADERS: usize = 100;
@@ -77,12 +77,12 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
         } else if *name == X_FORWARDED_HOST {
             has_fwd_host = true;
         }
-        line(out, name.as_str(), value.as_bytes());
+        header_line(out, name.as_str(), value.as_bytes());
     }
     let host = match host {
         Some(host) => host.as_bytes(),
         None => {
-            line(out, "host", fwd.default_host.as_bytes());
+            header_line(out, "host", fwd.default_host.as_bytes());
             fwd.default_host.as_bytes()
         }
     };
@@ -95,7 +95,7 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
         out.extend_from_slice(b"x-forwarded-proto: http\r\n");
     }
     if !has_fwd_host {
-        line(out, "x-forwarded-host", host);
+        header_line(out, "x-forwarded-host", host);
     }
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -103,7 +103,8 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
     out.extend_from_slice(b"\r\n");
 }
 
-fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+/// One header line, `name: value\r\n` (both hops write their own headers this way).
+pub fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -215,6 +216,16 @@ pub struct Span {
     pub value: (usize, usize),
 }
 
+impl Span {
+    /// The header this span locates in `head`, as the `http` types; `None` when either part is
+    /// not a valid name or value (`httparse` has checked both; the types check again).
+    pub fn header(&self, head: &Bytes) -> Option<(HeaderName, HeaderValue)> {
+        let name = HeaderName::from_bytes(&head[self.name.0..self.name.1]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(self.value.0..self.value.1)).ok()?;
+        Some((name, value))
+    }
+}
+
 /// Where each header `httparse` found in `buf` lies, so that names and values can be slices of the
 /// head once it is split off as shared bytes (both hops read heads this way).
 pub fn locate(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Vec<Span>) {
@@ -302,7 +313,7 @@ fn interpret(
                 match length {
                     Some(prev) if prev != n => return Err(WireError::ContentLength),
                     Some(_) => {}
-                    None => verbatim.keep(*span, false),
+                    None => verbatim.keep(*span, Kind::Length),
                 }
                 length = Some(n);
             }
@@ -325,16 +336,10 @@ fn interpret(
                 }
             }
             Role::HopByHop => {}
-            Role::Date => {
-                verbatim.has_date = true;
-                verbatim.keep(*span, false);
-            }
-            Role::CacheControl => {
-                verbatim.has_cache_control = true;
-                verbatim.keep(*span, true);
-            }
+            Role::Date => verbatim.keep(*span, Kind::Date),
+            Role::CacheControl => verbatim.keep(*span, Kind::CacheControl),
             Role::Edited => needs_map = true,
-            Role::Other => verbatim.keep(*span, false),
+            Role::Other => verbatim.keep(*span, Kind::Plain),
         }
     }
     // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
@@ -380,15 +385,12 @@ fn interpret(
 fn header_map(head: &Bytes, spans: &[Span], coded: bool) -> Result<HeaderMap, WireError> {
     let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_OURS);
     for span in spans {
-        let raw_name = &head[span.name.0..span.name.1];
-        let name = HeaderName::from_bytes(raw_name)
-            .map_err(|_| WireError::Header(String::from_utf8_lossy(raw_name).into_owned()))?;
-        if coded && name == CONTENT_LENGTH {
-            continue;
+        let (name, value) = span.header(head).ok_or_else(|| {
+            WireError::Header(String::from_utf8_lossy(&head[span.name.0..span.name.1]).into_owned())
+        })?;
+        if !(coded && name == CONTENT_LENGTH) {
+            headers.append(name, value);
         }
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
-            .map_err(|_| WireError::Header(name.to_string()))?;
-        headers.append(name, value);
     }
     Ok(headers)
 }
@@ -547,7 +549,7 @@ mod tests {
             panic!("a map")
         };
         assert_eq!(v.length, Some(3));
-        assert!(v.has_date && v.has_cache_control);
+        assert!(v.has_date() && v.has_cache_control());
         let mut out = Vec::new();
         v.write(&mut out);
         assert_eq!(
