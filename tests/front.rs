@@ -421,3 +421,157 @@ async fn a_client_hanging_up_gives_up_its_request_upstream() {
         "the upstream connection outlived the client"
     );
 }
+
+/// An upstream that records each request's head and body as they came off the wire, and answers
+/// every one `200 ok`, on as many connections as it is given.
+async fn recording_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    while let Some(at) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&got[..at]).into_owned();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if got.len() < at + 4 + len {
+                            break;
+                        }
+                        let body = got[at + 4..at + 4 + len].to_vec();
+                        got.drain(..at + 4 + len);
+                        let _ = tx.send((head, body));
+                        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// The lines of a recorded head named `name`, as `name: value` with the spelling they came in.
+fn lines_named<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(k, _)| k.eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+/// A plain request's header lines reach the upstream as the client wrote them (spelling,
+/// spacing, repeated lines in order), without this hop's, and with the proxy's `X-Forwarded-*`
+/// added to what a proxy in front sent. A `Connection` that names a header of this hop still
+/// keeps that header back, and a request hyper serves (HTTP/1.0) is forwarded the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_header_lines_reach_the_upstream_as_sent_without_this_hops() {
+    let (up, mut seen) = recording_upstream().await;
+    let h = Harness::start_with_upstream(up, "").await;
+    let mut c = Client::open(&h).await;
+    c.send(
+        b"POST /api/things HTTP/1.1\r\nHost: app.test\r\nX-Custom: A\r\nx-custom:  b, c\r\n\
+          Keep-Alive: timeout=5\r\nProxy-Authorization: Basic eA==\r\nTE: trailers\r\n\
+          X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Sync-Client: tab-1\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert_eq!(c.answer("POST").await.body, b"ok");
+    let (head, body) = seen.recv().await.unwrap();
+    assert!(head.starts_with("POST /api/things HTTP/1.1\r\n"), "{head}");
+    assert_eq!(body, b"{}");
+    assert_eq!(
+        lines_named(&head, "x-custom"),
+        ["X-Custom: A", "x-custom:  b, c"],
+        "{head}"
+    );
+    assert_eq!(lines_named(&head, "host"), ["Host: app.test"], "{head}");
+    assert_eq!(
+        lines_named(&head, "content-type"),
+        ["Content-Type: application/json"],
+        "{head}"
+    );
+    assert_eq!(
+        lines_named(&head, "content-length"),
+        ["Content-Length: 2"],
+        "{head}"
+    );
+    for hop in [
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "connection",
+        "transfer-encoding",
+    ] {
+        assert!(
+            lines_named(&head, hop).is_empty(),
+            "{hop} went upstream: {head}"
+        );
+    }
+    assert_eq!(
+        lines_named(&head, "x-forwarded-for"),
+        ["x-forwarded-for: 10.0.0.1, 127.0.0.1"],
+        "{head}"
+    );
+    assert_eq!(lines_named(&head, "x-forwarded-proto").len(), 1, "{head}");
+    assert!(
+        lines_named(&head, "x-forwarded-proto")[0].ends_with("https"),
+        "{head}"
+    );
+    assert_eq!(
+        lines_named(&head, "x-forwarded-host"),
+        ["x-forwarded-host: app.test"],
+        "{head}"
+    );
+    assert_eq!(lines_named(&head, "x-sync-client").len(), 1, "{head}");
+
+    // The same connection: a `Connection` naming a header keeps it on this hop.
+    c.send(
+        b"GET /api/things HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, X-Secret\r\n\
+          X-Secret: s\r\nX-Kept: k\r\n\r\n",
+    )
+    .await;
+    assert_eq!(c.answer("GET").await.body, b"ok");
+    let (head, _) = seen.recv().await.unwrap();
+    assert!(lines_named(&head, "x-secret").is_empty(), "{head}");
+    assert!(lines_named(&head, "connection").is_empty(), "{head}");
+    assert_eq!(lines_named(&head, "x-kept").len(), 1, "{head}");
+    assert_eq!(lines_named(&head, "host").len(), 1, "{head}");
+
+    // HTTP/1.0 goes to hyper, whose map writes names in lower case; the same headers pass.
+    let mut c = Client::open(&h).await;
+    c.send(b"GET /api/things HTTP/1.0\r\nHost: app.test\r\nX-Custom: A\r\nTE: trailers\r\n\r\n")
+        .await;
+    assert_eq!(c.answer("GET").await.body, b"ok");
+    let (head, _) = seen.recv().await.unwrap();
+    assert_eq!(lines_named(&head, "x-custom").len(), 1, "{head}");
+    assert!(lines_named(&head, "te").is_empty(), "{head}");
+    assert_eq!(
+        lines_named(&head, "x-forwarded-host"),
+        ["x-forwarded-host: app.test"],
+        "{head}"
+    );
+}

@@ -375,9 +375,23 @@ pub fn request_head(data: &[u8]) {
                 http::Method::CONNECT,
                 "CONNECT served by hand"
             );
-            let headers = plain.request.headers();
+            let headers = plain.headers();
             for name in ["transfer-encoding", "upgrade", "expect"] {
                 assert!(!headers.contains_key(name), "{name} served by hand");
+            }
+            // Lines kept as bytes go upstream as they are: none may be of this hop only.
+            if plain.lines.is_some() {
+                for name in [
+                    "connection",
+                    "keep-alive",
+                    "proxy-connection",
+                    "proxy-authenticate",
+                    "proxy-authorization",
+                    "te",
+                    "trailer",
+                ] {
+                    assert!(!headers.contains_key(name), "{name} kept for the upstream");
+                }
             }
             let lengths: Vec<Option<u64>> = headers
                 .get_all("content-length")

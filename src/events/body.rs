@@ -56,10 +56,14 @@ impl<'a> Doc<'a> {
     /// A top-level member (the last one, if the API repeated it) or array element.
     fn get(&self, key: &str) -> Option<Json<'a>> {
         match &self.top {
+            // A key without escapes is compared as written: no `Cow` to make and drop.
             Some(members) => members
                 .iter()
                 .rev()
-                .find(|m| m.key_text().is_some_and(|k| k == key))
+                .find(|m| match m.key_escaped {
+                    false => m.key == key,
+                    true => m.key_text().is_some_and(|k| k == key),
+                })
                 .map(|m| Json(m.value)),
             None => Json(self.text).child(key),
         }

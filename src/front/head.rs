@@ -8,11 +8,12 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Request, Uri};
 
 pub use crate::proxy::link::Span;
+use crate::proxy::link::names::{ConnectionTokens, Known, known};
 use crate::proxy::link::{locate, parse_length};
+use crate::proxy::verbatim::{Kind, Verbatim};
 
 /// Most headers a request may carry (hyper's default, so a longer head gets hyper's 431).
 const MAX_HEADERS: usize = 100;
@@ -31,11 +32,26 @@ pub enum Parsed {
 }
 
 pub struct Plain {
+    /// Its map holds only the headers the proxy phases read by name; the rest are in `lines`.
     pub request: Request<()>,
+    /// The header lines that pass upstream as the bytes they came in (`None` when a `Connection`
+    /// header names other headers: every header is then in the map, for `strip_hop_by_hop`).
+    pub lines: Option<Box<Verbatim>>,
     /// The body's length (0 without one).
     pub length: u64,
     /// The client asked to close the connection after this request.
     pub close: bool,
+}
+
+impl Plain {
+    /// Every header of the request, as one map (tests and the fuzz harness check them).
+    pub fn headers(&self) -> HeaderMap {
+        let map = self.request.headers().clone();
+        match &self.lines {
+            Some(lines) => Verbatim::clone(lines).fold(map),
+            None => map,
+        }
+    }
 }
 
 /// Takes a request head off the front of `buf` once it is whole. `max_head` bounds a head that is
@@ -83,40 +99,64 @@ fn interpret(
     spans: &[Span],
 ) -> Option<Plain> {
     let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut lines = Verbatim::new(head.clone(), spans.len());
+    // Empty maps allocate nothing: most requests carry none of these.
+    let mut read = HeaderMap::new();
     let mut length: Option<u64> = None;
-    let mut close = false;
+    let mut connection = ConnectionTokens::default();
     for span in spans {
-        // httparse has checked the value's bytes: visible ASCII, spaces, tabs and obs-text.
-        let (name, value) = span.header(head)?;
-        if name == CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes())?;
-            // Repeated lengths must agree (RFC 9112 §6.3); hyper refuses the rest.
-            if length.is_some_and(|prev| prev != n) {
-                return None;
+        let value = &head[span.value.0..span.value.1];
+        match known(&head[span.name.0..span.name.1]) {
+            Known::ContentLength => {
+                let n = parse_length(value)?;
+                // Repeated lengths must agree (RFC 9112 §6.3); hyper refuses the rest.
+                if length.is_some_and(|prev| prev != n) {
+                    return None;
+                }
+                length = Some(n);
+                lines.keep(*span, Kind::Length);
             }
-            length = Some(n);
-        } else if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT {
-            return None;
-        } else if name == CONNECTION
-            && value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            close = true;
+            Known::TransferEncoding | Known::Upgrade | Known::Expect => return None,
+            Known::Connection => connection.read(value),
+            Known::HopByHop => {}
+            Known::Host => lines.keep(*span, Kind::Host),
+            // What the phases read by name.
+            Known::XSyncClient | Known::Forwarded => {
+                let (name, value) = span.header(head)?;
+                read.append(name, value);
+            }
+            _ => lines.keep(*span, Kind::Plain),
         }
-        headers.append(name, value);
     }
+    let lines = if connection.names_others {
+        read = every_header(head, spans)?;
+        None
+    } else {
+        lines.length = length;
+        Some(Box::new(lines))
+    };
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
+    *request.headers_mut() = read;
     Some(Plain {
         request,
+        lines,
         length: length.unwrap_or(0),
-        close,
+        close: connection.close,
     })
+}
+
+/// Every header in a map, for a request whose `Connection` names headers of this hop
+/// (`strip_hop_by_hop` removes them by name).
+fn every_header(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        // httparse has checked the value's bytes: visible ASCII, spaces, tabs and obs-text.
+        let (name, value) = span.header(head)?;
+        headers.append(name, value);
+    }
+    Some(headers)
 }
 
 #[cfg(test)]
@@ -140,11 +180,42 @@ mod tests {
         assert_eq!(plain.request.method(), Method::POST);
         assert_eq!(plain.request.uri().path(), "/api/projects");
         assert_eq!(plain.request.uri().query(), Some("x=1"));
-        let values: Vec<_> = plain.request.headers().get_all("x-a").iter().collect();
+        let headers = plain.headers();
+        let values: Vec<_> = headers.get_all("x-a").iter().collect();
         assert_eq!(values, ["1", "2"]);
         assert_eq!(plain.length, 4);
         assert!(!plain.close);
         assert_eq!(&rest[..], b"bodyGET");
+    }
+
+    /// The map holds what the phases read by name; other lines stay bytes, this hop's are gone.
+    #[test]
+    fn header_lines_stay_bytes_but_those_the_phases_read() {
+        let (parsed, _) = parse_all(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Sync-Client: t\r\nKeep-Alive: 5\r\n\
+              X-Forwarded-For: 1.2.3.4\r\nAccept: */*\r\nHost: b\r\n\r\n",
+        );
+        let Parsed::Plain(plain) = parsed else {
+            panic!("not plain")
+        };
+        let read: Vec<_> = plain.request.headers().keys().map(|k| k.as_str()).collect();
+        assert_eq!(read, ["x-sync-client", "x-forwarded-for"]);
+        let lines = plain.lines.as_deref().expect("lines kept");
+        assert_eq!(lines.len(), 3, "Host twice and Accept");
+        assert_eq!(lines.host(), Some(&b"b"[..]), "the last Host");
+        let all = plain.headers();
+        assert!(all.get("keep-alive").is_none());
+        assert_eq!(all["accept"], "*/*");
+
+        // A `Connection` that names a header: every header goes in the map, for the phases to
+        // strip by name.
+        let (parsed, _) =
+            parse_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x-hop\r\nX-Hop: 1\r\n\r\n");
+        let Parsed::Plain(plain) = parsed else {
+            panic!("not plain")
+        };
+        assert!(plain.lines.is_none());
+        assert_eq!(plain.request.headers().len(), 3);
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Conn {
             // Pinned where it is made: the future is large, and moving it costs a copy.
             let mut handling = std::pin::pin!(crate::proxy::handle(
                 request,
+                plain.lines,
                 Arc::clone(&shared),
                 Arc::clone(&client)
             ));
@@ -435,6 +436,7 @@ impl Conn {
         let handler = move |req: http::Request<hyper::body::Incoming>| {
             let answer = crate::proxy::handle(
                 req.map(from_incoming),
+                None,
                 Arc::clone(&shared),
                 Arc::clone(&client),
             );

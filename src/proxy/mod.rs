@@ -77,15 +77,17 @@ impl Answer {
 }
 
 /// The pipeline's entry point, for `front` and for the connections it hands to hyper: never
-/// fails, every error is an HTTP answer.
+/// fails, every error is an HTTP answer. `lines`: the request's header lines `front` kept as
+/// bytes, beside the few in its map (see `verbatim`).
 pub async fn handle(
     req: Request<Body>,
+    lines: Option<Box<Verbatim>>,
     shared: Arc<Shared>,
     client: Arc<ClientConn>,
 ) -> Result<Answer, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let answer = route(req, &shared, &client).await;
+    let answer = route(req, lines, &shared, &client).await;
     let status = answer.response.status().as_u16();
     shared
         .metrics
@@ -94,8 +96,13 @@ pub async fn handle(
     Ok(answer)
 }
 
-async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) -> Answer {
-    let head = survey(&req);
+async fn route(
+    req: Request<Body>,
+    lines: Option<Box<Verbatim>>,
+    shared: &Arc<Shared>,
+    client: &ClientConn,
+) -> Answer {
+    let head = survey(&req, lines.as_deref());
     if head.too_large {
         return json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -121,6 +128,7 @@ async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) ->
         return json_error(StatusCode::NOT_FOUND, "bad_room", "invalid room name").into();
     }
     if let Some(kind) = socket_kind {
+        let req = whole(req, lines);
         if !is_websocket_upgrade(req.headers()) {
             return json_error(
                 StatusCode::UPGRADE_REQUIRED,
@@ -134,9 +142,21 @@ async fn route(req: Request<Body>, shared: &Arc<Shared>, client: &ClientConn) ->
             .into();
     }
     if path == cfg.sse.path && req.method() == Method::GET {
-        return sse::serve(req, Arc::clone(shared)).await.into();
+        return sse::serve(whole(req, lines), Arc::clone(shared))
+            .await
+            .into();
     }
-    forward(req, head, shared, &settings, client).await
+    forward(req, lines, head, shared, &settings, client).await
+}
+
+/// The request with every header in its map, for what reads headers by name (identity, our own
+/// socket and SSE endpoints, the pooled client).
+fn whole<B>(mut req: Request<B>, lines: Option<Box<Verbatim>>) -> Request<B> {
+    if let Some(lines) = lines {
+        let read = std::mem::take(req.headers_mut());
+        *req.headers_mut() = lines.fold(read);
+    }
+    req
 }
 
 /// What the pipeline asks of a request's headers, answered in the one pass that sizes the head:
@@ -150,8 +170,9 @@ struct RequestHead {
     origin_client: Option<Text>,
 }
 
-fn survey<B>(req: &Request<B>) -> RequestHead {
+fn survey<B>(req: &Request<B>, lines: Option<&Verbatim>) -> RequestHead {
     let mut size = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    size += lines.map_or(0, Verbatim::size);
     let mut head = RequestHead {
         too_large: false,
         upgrade: false,
@@ -209,14 +230,21 @@ struct Exchange {
 
 async fn forward(
     req: Request<Body>,
+    lines: Option<Box<Verbatim>>,
     head: RequestHead,
     shared: &Arc<Shared>,
     settings: &Settings,
     client: &ClientConn,
 ) -> Answer {
     let cfg = &settings.config;
-    let (mut parts, body) = req.into_parts();
     let is_upgrade = head.upgrade;
+    // An upgrade goes through the pooled client, which writes the map alone.
+    let (req, lines) = if is_upgrade {
+        (whole(req, lines), None)
+    } else {
+        (req, lines)
+    };
+    let (mut parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let plan = if is_upgrade {
         None
@@ -225,10 +253,12 @@ async fn forward(
     };
     // Only a mutation that may emit needs to know its actor; GETs never pay for identity.
     let identity = plan.as_ref().filter(|_| settings.auth.required()).map(|_| {
-        (
-            parts.headers.clone(),
-            Credentials::from_request(&parts.headers, None, None),
-        )
+        let headers = match &lines {
+            Some(lines) => Verbatim::clone(lines).fold(parts.headers.clone()),
+            None => parts.headers.clone(),
+        };
+        let creds = Credentials::from_request(&headers, None, None);
+        (headers, creds)
     });
     let mut ex = Exchange {
         plan,
@@ -312,14 +342,14 @@ async fn forward(
         };
         let send = client
             .link
-            .send(upstream_req, &cfg.upstream, &client.peer_ip);
+            .send(upstream_req, lines, &cfg.upstream, &client.peer_ip);
         let (sent, actor) = tokio::join!(send, identify);
         ex.actor = actor.map(Text::from);
         sent
     } else {
         client
             .link
-            .send(upstream_req, &cfg.upstream, &client.peer_ip)
+            .send(upstream_req, lines, &cfg.upstream, &client.peer_ip)
             .await
     };
     match sent {

@@ -12,13 +12,18 @@
 //!
 //! The lines travel beside the response (`proxy::Answer`), which folds them into the map for
 //! whoever writes answers from the map alone (hyper, on connections `front` hands over).
+//!
+//! A plain request's lines go the other way the same way: `front` keeps them as spans of the
+//! client's head, the request's own map holds only the few headers the phases read
+//! (`X-Forwarded-*`, `X-Sync-Client`), and the link writes both. Whoever needs every header of
+//! such a request by name (identity, our socket and SSE paths) folds them into one map first.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::link::{Span, header_line};
 
-/// The kept header lines of one answer, as spans of its head.
+/// The kept header lines of one answer or request, as spans of its head.
 #[derive(Clone, Debug)]
 pub struct Verbatim {
     head: Bytes,
@@ -44,6 +49,8 @@ pub enum Kind {
     CacheControl,
     /// `Content-Length`: left out when the body is coded.
     Length,
+    /// A request's `Host`: the link names it in `X-Forwarded-Host`.
+    Host,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +88,34 @@ impl Verbatim {
     /// The upstream sent a `Cache-Control` (a rule may defer to it).
     pub fn has_cache_control(&self) -> bool {
         self.has_cache_control
+    }
+
+    /// A request's last `Host` line's value (the link names it in `X-Forwarded-Host`).
+    pub fn host(&self) -> Option<&[u8]> {
+        self.lines
+            .iter()
+            .rev()
+            .find(|line| line.kind == Kind::Host)
+            .map(|line| &self.head[line.span.value.0..line.span.value.1])
+    }
+
+    /// The lines' names and values, counted as `proxy`'s head-size check counts a map's.
+    pub fn size(&self) -> usize {
+        self.lines
+            .iter()
+            .map(|line| {
+                line.span.name.1 - line.span.name.0 + line.span.value.1 - line.span.value.0 + 4
+            })
+            .sum()
+    }
+
+    /// How many lines are kept.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
     }
 
     /// Leaves the `Content-Length` line out: a coded body is framed by its coding.

@@ -18,6 +18,7 @@
 
 mod body;
 mod conn;
+pub mod names;
 mod wire;
 
 use std::future::Future;
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 
 use super::Answer;
 use super::upstream::UpstreamError;
+use super::verbatim::Verbatim;
 use crate::body::Body;
 use crate::config::UpstreamConfig;
 use crate::timer::Spare;
@@ -97,16 +99,17 @@ impl Link {
     /// the wait for the response head, so long downloads still stream.
     ///
     /// `X-Forwarded-For` (with `peer_ip`), `-Proto`, `-Host` and a missing `Host` are added as
-    /// the head is written.
+    /// the head is written. `lines`: the request's header lines that `front` kept as bytes.
     pub async fn send(
         &self,
         req: Request<Body>,
+        lines: Option<Box<Verbatim>>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
     ) -> Result<Answer, UpstreamError> {
         let deadline = Instant::now() + cfg.request_timeout;
         let mut timer = self.timer.take(deadline);
-        let mut exchange = std::pin::pin!(self.exchange(req, cfg, peer_ip));
+        let mut exchange = std::pin::pin!(self.exchange(req, lines, cfg, peer_ip));
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result);
@@ -124,19 +127,31 @@ impl Link {
     async fn exchange(
         &self,
         req: Request<Body>,
+        lines: Option<Box<Verbatim>>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
     ) -> Result<Answer, UpstreamError> {
         let (parts, body) = req.into_parts();
         let has_body = !body.is_end_stream();
         // A body without a declared length (the client sent it chunked) goes on chunked.
-        let chunked = has_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
-        let mut head = Vec::with_capacity(128 + 48 * parts.headers.len());
+        let chunked = has_body
+            && lines.as_ref().is_none_or(|l| l.length.is_none())
+            && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        // Room for the head, the lines the link adds (about 100 bytes) and a small body, which
+        // goes out in the same write: growing the buffer costs a copy and a reallocation.
+        let kept = lines.as_ref().map_or(0, |l| l.size());
+        let small_body = lines
+            .as_ref()
+            .and_then(|l| l.length)
+            .filter(|n| *n <= 1024)
+            .unwrap_or(0) as usize;
+        let mut head = Vec::with_capacity(192 + 48 * parts.headers.len() + kept + small_body);
         let fwd = wire::Forwarded {
             peer_ip,
             default_host: cfg.authority.as_str(),
         };
-        wire::request_head(&parts, chunked, &fwd, &mut head);
+        wire::request_head(&parts, lines.as_deref(), chunked, &fwd, &mut head);
+        drop(lines);
         let replayable = !has_body && idempotent(&parts.method);
         let mut upload = Upload::new(head, has_body.then_some(body), chunked);
         let (mut conn, mut reused) = match self.reusable(&cfg.authority) {

@@ -11,6 +11,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, request};
 
+use super::names::{ConnectionTokens, Known, known};
 use crate::proxy::headers::write_forwarded_for;
 use crate::proxy::verbatim::{Kind, Verbatim};
 
@@ -51,17 +52,24 @@ pub struct Forwarded<'a> {
     pub default_host: &'a str,
 }
 
-/// Writes the request line and headers; `chunked` adds the framing of a body of unknown length.
+/// Writes the request line and headers (the map's, then the lines `front` kept as bytes);
+/// `chunked` adds the framing of a body of unknown length.
 ///
 /// `X-Forwarded-For` is one line (see `headers::write_forwarded_for`); `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` are set unless a proxy in front set them.
-pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out: &mut Vec<u8>) {
+pub fn request_head(
+    parts: &request::Parts,
+    lines: Option<&Verbatim>,
+    chunked: bool,
+    fwd: &Forwarded,
+    out: &mut Vec<u8>,
+) {
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut host: Option<&HeaderValue> = None;
+    let mut host: Option<&[u8]> = None;
     let mut has_proto = false;
     let mut has_fwd_host = false;
     let mut has_xff = false;
@@ -71,7 +79,7 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
             continue;
         }
         if *name == HOST {
-            host = Some(value);
+            host = Some(value.as_bytes());
         } else if *name == X_FORWARDED_PROTO {
             has_proto = true;
         } else if *name == X_FORWARDED_HOST {
@@ -79,8 +87,12 @@ pub fn request_head(parts: &request::Parts, chunked: bool, fwd: &Forwarded, out:
         }
         header_line(out, name.as_str(), value.as_bytes());
     }
+    if let Some(lines) = lines {
+        lines.write(out);
+        host = lines.host().or(host);
+    }
     let host = match host {
-        Some(host) => host.as_bytes(),
+        Some(host) => host,
         None => {
             header_line(out, "host", fwd.default_host.as_bytes());
             fwd.default_host.as_bytes()
@@ -245,44 +257,6 @@ pub fn locate(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut Vec<Span
 /// `Access-Control-Expose-Headers`): room is made for them up front, so the map never grows.
 const ROOM_FOR_OURS: usize = 3;
 
-/// What an answer's header is to the proxy, told from its name alone.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    ContentLength,
-    TransferEncoding,
-    Connection,
-    /// Another hop-by-hop header: it stays on this hop.
-    HopByHop,
-    Date,
-    CacheControl,
-    /// A header the proxy phases edit by name: the answer needs a map.
-    Edited,
-    Other,
-}
-
-fn role(name: &[u8]) -> Role {
-    let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
-    // One length comparison rules out almost every name.
-    match name.len() {
-        2 if is("te") => Role::HopByHop,
-        4 if is("date") => Role::Date,
-        7 if is("trailer") || is("upgrade") => Role::HopByHop,
-        10 if is("connection") => Role::Connection,
-        10 if is("keep-alive") => Role::HopByHop,
-        12 if is("x-sync-event") => Role::Edited,
-        13 if is("cache-control") => Role::CacheControl,
-        14 if is("content-length") => Role::ContentLength,
-        15 if is("x-sync-position") => Role::Edited,
-        16 if is("proxy-connection") => Role::HopByHop,
-        17 if is("transfer-encoding") => Role::TransferEncoding,
-        18 if is("proxy-authenticate") => Role::HopByHop,
-        19 if is("proxy-authorization") => Role::HopByHop,
-        27 if is("access-control-allow-origin") => Role::Edited,
-        29 if is("access-control-expose-headers") => Role::Edited,
-        _ => Role::Other,
-    }
-}
-
 /// An answer's header lines: most pass on as the bytes they came in (`Verbatim`); an answer
 /// with a header the proxy phases edit by name comes as a map.
 #[derive(Debug)]
@@ -303,11 +277,11 @@ fn interpret(
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut other_coding = false;
-    let (mut said_close, mut said_keep_alive) = (false, false);
+    let mut connection = ConnectionTokens::default();
     for span in spans {
         let value = &head[span.value.0..span.value.1];
-        match role(&head[span.name.0..span.name.1]) {
-            Role::ContentLength => {
+        match known(&head[span.name.0..span.name.1]) {
+            Known::ContentLength => {
                 let n = parse_length(value).ok_or(WireError::ContentLength)?;
                 // Repeated lengths must agree (RFC 9112 §6.3), or the framing is ambiguous.
                 match length {
@@ -317,33 +291,27 @@ fn interpret(
                 }
                 length = Some(n);
             }
-            Role::TransferEncoding => {
+            Known::TransferEncoding => {
                 // Only a final `chunked` delimits the body; any other coding means "until close".
                 let last = value.rsplit(|b| *b == b',').next().map(<[u8]>::trim_ascii);
                 chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
                 other_coding = !chunked;
             }
-            Role::Connection => {
-                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        said_close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        said_keep_alive = true;
-                    } else if !token.is_empty() {
-                        // It names a header of this hop, which `strip_hop_by_hop` removes.
-                        needs_map = true;
-                    }
-                }
+            // A `Connection` that names a header of this hop needs `strip_hop_by_hop`.
+            Known::Connection => connection.read(value),
+            Known::Upgrade | Known::HopByHop => {}
+            Known::Date => verbatim.keep(*span, Kind::Date),
+            Known::CacheControl => verbatim.keep(*span, Kind::CacheControl),
+            // Headers the proxy phases edit by name.
+            Known::XSyncEvent | Known::XSyncPosition | Known::Cors => needs_map = true,
+            Known::Expect | Known::Host | Known::XSyncClient | Known::Forwarded | Known::Other => {
+                verbatim.keep(*span, Kind::Plain)
             }
-            Role::HopByHop => {}
-            Role::Date => verbatim.keep(*span, Kind::Date),
-            Role::CacheControl => verbatim.keep(*span, Kind::CacheControl),
-            Role::Edited => needs_map = true,
-            Role::Other => verbatim.keep(*span, Kind::Plain),
         }
     }
+    let needs_map = needs_map || connection.names_others;
     // HTTP/1.1 keeps the connection unless told to close; HTTP/1.0 closes unless told to keep it.
-    let close = said_close || (!http11 && !said_keep_alive);
+    let close = connection.close || (!http11 && !connection.keep_alive);
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -583,7 +551,7 @@ mod tests {
             peer_ip: &HeaderValue::from_static("127.0.0.9"),
             default_host: "api:8000",
         };
-        request_head(&req.into_parts().0, chunked, &fwd, &mut out);
+        request_head(&req.into_parts().0, None, chunked, &fwd, &mut out);
         String::from_utf8(out).unwrap()
     }
 
