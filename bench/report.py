@@ -64,7 +64,7 @@ def rest_table(rows):
            "| target | method | req/s | p50 ms | p99 ms | req/s vs nginx, of medians | paired | "
            "p99 vs nginx, of medians | paired | CPU µs per request | vs nginx, paired | errors | rounds |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for method in ("GET", "POST"):
+    for method in ("GET", "POST", "GET-browser"):
         ng = by.get(("nginx", method), [])
         ng_rps, ng_p99 = med(r["rps"] for r in ng), med(r["p99_ms"] for r in ng)
         for peer in REST_PEERS:
@@ -137,7 +137,7 @@ def check_smoke(rows):
     problems = []
     rest = [r for r in rows if r["scenario"] == "rest"]
     for peer in REST_PEERS:
-        for method in ("GET", "POST"):
+        for method in ("GET", "POST", "GET-browser"):
             rs = [r for r in rest if r["peer"] == peer and r["method"] == method]
             if not rs or not rs[0]["rps"] or rs[0]["errors"]:
                 problems.append(f"rest {peer} {method}: {rs}")

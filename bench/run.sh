@@ -247,6 +247,7 @@ tree_ticks() { # pid
 wrk_run() { # label method url [pid of the peer, for its CPU time]
   local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
   [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
+  [[ "$method" == GET-browser ]] && script=(-s "$ROOT/bench/browser.lua")
   [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
   text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
   [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"
@@ -277,7 +278,7 @@ scenario_rest() {
           PIDS+=("$sub")
           ;;
       esac
-      for method in GET POST; do
+      for method in GET POST GET-browser; do
         wrk_run "$peer" "$method" "http://127.0.0.1:$PORT/api/projects" "$PID"
       done
       echo "   round $round: $peer done"
