@@ -313,13 +313,15 @@ async fn forward(
     }
     // An upgrade's body is the tunnel, not a request body.
     let body: Body = if is_upgrade { empty() } else { body };
-    let upstream_req = Request::from_parts(parts, body);
+    // The link reads the request's parts where they are: moving them into a request and out
+    // again costs a copy each way.
     // The rare parts (an identity lookup, an upgrade through the pooled client) are boxed: their
     // futures are several times the size of the common path's, and every future here is moved a
     // few times between the loop and hyper, at a cost in copies that grows with its size. The
     // common path awaits the link's future where it is made: held in a variable first, it was
     // copied whole (about 2 KiB) into the place it is awaited from, on every request.
     let sent = if is_upgrade {
+        let upstream_req = Request::from_parts(parts, body);
         Box::pin(
             shared
                 .upstream
@@ -342,14 +344,14 @@ async fn forward(
         };
         let send = client
             .link
-            .send(upstream_req, lines, &cfg.upstream, &client.peer_ip);
+            .send(&parts, body, lines, &cfg.upstream, &client.peer_ip);
         let (sent, actor) = tokio::join!(send, identify);
         ex.actor = actor.map(Text::from);
         sent
     } else {
         client
             .link
-            .send(upstream_req, lines, &cfg.upstream, &client.peer_ip)
+            .send(&parts, body, lines, &cfg.upstream, &client.peer_ip)
             .await
     };
     match sent {

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Response, header, request};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
@@ -102,14 +102,15 @@ impl Link {
     /// the head is written. `lines`: the request's header lines that `front` kept as bytes.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        parts: &request::Parts,
+        body: Body,
         lines: Option<Box<Verbatim>>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
     ) -> Result<Answer, UpstreamError> {
         let deadline = Instant::now() + cfg.request_timeout;
         let mut timer = self.timer.take(deadline);
-        let mut exchange = std::pin::pin!(self.exchange(req, lines, cfg, peer_ip));
+        let mut exchange = std::pin::pin!(self.exchange(parts, body, lines, cfg, peer_ip));
         let result = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = exchange.as_mut().poll(cx) {
                 return Poll::Ready(result);
@@ -126,12 +127,12 @@ impl Link {
 
     async fn exchange(
         &self,
-        req: Request<Body>,
+        parts: &request::Parts,
+        body: Body,
         lines: Option<Box<Verbatim>>,
         cfg: &UpstreamConfig,
         peer_ip: &HeaderValue,
     ) -> Result<Answer, UpstreamError> {
-        let (parts, body) = req.into_parts();
         let has_body = !body.is_end_stream();
         // A body without a declared length (the client sent it chunked) goes on chunked.
         let chunked = has_body
@@ -150,7 +151,7 @@ impl Link {
             peer_ip,
             default_host: cfg.authority.as_str(),
         };
-        wire::request_head(&parts, lines.as_deref(), chunked, &fwd, &mut head);
+        wire::request_head(parts, lines.as_deref(), chunked, &fwd, &mut head);
         drop(lines);
         let replayable = !has_body && idempotent(&parts.method);
         let mut upload = Upload::new(head, has_body.then_some(body), chunked);

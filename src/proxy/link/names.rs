@@ -33,11 +33,15 @@ pub enum Known {
 /// a letter and leaves `-` as it is, and turns no other token byte into either, so one OR and
 /// one comparison per byte, without a branch, tell a known name in any case.
 pub fn known(name: &[u8]) -> Known {
+    // The first byte alone rules out most names of a known one's length.
     let is = |known: &str| {
-        name.iter()
-            .zip(known.as_bytes())
-            .fold(0, |differ, (b, k)| differ | ((b | 0x20) ^ k))
-            == 0
+        let known = known.as_bytes();
+        (name[0] | 0x20) == known[0]
+            && name
+                .iter()
+                .zip(known)
+                .fold(0, |differ, (b, k)| differ | ((b | 0x20) ^ k))
+                == 0
     };
     match name.len() {
         2 if is("te") => Known::HopByHop,
