@@ -27,6 +27,8 @@ struct Loops {
     handles: Vec<Handle>,
     next: AtomicUsize,
     relays: Vec<mpsc::UnboundedSender<Vec<Offer>>>,
+    /// Batches handed to each loop's relay task and not yet offered.
+    pending: Arc<[AtomicUsize]>,
 }
 
 static LOOPS: OnceLock<Loops> = OnceLock::new();
@@ -42,11 +44,13 @@ pub fn install(handles: Vec<Handle>) {
     if handles.is_empty() {
         return;
     }
+    let pending: Arc<[AtomicUsize]> = handles.iter().map(|_| AtomicUsize::new(0)).collect();
     let relays = handles
         .iter()
-        .map(|handle| {
+        .enumerate()
+        .map(|(i, handle)| {
             let (tx, rx) = mpsc::unbounded_channel();
-            handle.spawn(relay_task(rx));
+            handle.spawn(relay_task(rx, Arc::clone(&pending), i));
             tx
         })
         .collect();
@@ -54,6 +58,7 @@ pub fn install(handles: Vec<Handle>) {
         handles,
         next: AtomicUsize::new(0),
         relays,
+        pending,
     });
 }
 
@@ -74,16 +79,42 @@ pub fn loop_count() -> usize {
 
 /// Hands a batch of offers to loop `home`'s relay task.
 pub fn relay(home: usize, batch: Vec<Offer>) {
-    if let Some(tx) = LOOPS.get().and_then(|l| l.relays.get(home)) {
-        let _ = tx.send(batch);
+    let Some(loops) = LOOPS.get() else { return };
+    if let (Some(tx), Some(pending)) = (loops.relays.get(home), loops.pending.get(home)) {
+        // Counted before it is sent, so that whoever reads the count after this (under the
+        // channel lock that ordered the event) sees the batch as waiting.
+        pending.fetch_add(1, Ordering::AcqRel);
+        if tx.send(batch).is_err() {
+            pending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
+}
+
+/// Nothing handed to loop `home` is still waiting to be offered: an offer made there now
+/// cannot overtake an earlier event on its way to the same subscriber (see `broker::FanOut`).
+pub fn settled(home: usize) -> bool {
+    LOOPS
+        .get()
+        .and_then(|l| l.pending.get(home))
+        .is_some_and(|p| p.load(Ordering::Acquire) == 0)
 }
 
 /// Batches handled as one burst at most (so the first socket of a long burst does not wait for
 /// all of it).
 const BURST_BATCHES: usize = 64;
 
-async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
+async fn relay_task(
+    mut rx: mpsc::UnboundedReceiver<Vec<Offer>>,
+    pending: Arc<[AtomicUsize]>,
+    home: usize,
+) {
+    // A batch stops counting as waiting only once it has been offered.
+    let offer_all = |batch: Vec<Offer>| {
+        for (sub, event) in batch {
+            sub.offer(&event);
+        }
+        pending[home].fetch_sub(1, Ordering::AcqRel);
+    };
     while let Some(batch) = rx.recv().await {
         let Ok(next) = rx.try_recv() else {
             // One event's fan-out: each socket gets its frame at once.
@@ -101,12 +132,6 @@ async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
                 }
             }
         });
-    }
-}
-
-fn offer_all(batch: Vec<Offer>) {
-    for (sub, event) in batch {
-        sub.offer(&event);
     }
 }
 
