@@ -27,8 +27,6 @@ struct Loops {
     handles: Vec<Handle>,
     next: AtomicUsize,
     relays: Vec<mpsc::UnboundedSender<Vec<Offer>>>,
-    /// Batches handed to each loop's relay task and not yet offered.
-    pending: Arc<[AtomicUsize]>,
 }
 
 static LOOPS: OnceLock<Loops> = OnceLock::new();
@@ -44,13 +42,11 @@ pub fn install(handles: Vec<Handle>) {
     if handles.is_empty() {
         return;
     }
-    let pending: Arc<[AtomicUsize]> = handles.iter().map(|_| AtomicUsize::new(0)).collect();
     let relays = handles
         .iter()
-        .enumerate()
-        .map(|(i, handle)| {
+        .map(|handle| {
             let (tx, rx) = mpsc::unbounded_channel();
-            handle.spawn(relay_task(rx, Arc::clone(&pending), i));
+            handle.spawn(relay_task(rx));
             tx
         })
         .collect();
@@ -58,7 +54,6 @@ pub fn install(handles: Vec<Handle>) {
         handles,
         next: AtomicUsize::new(0),
         relays,
-        pending,
     });
 }
 
@@ -79,42 +74,16 @@ pub fn loop_count() -> usize {
 
 /// Hands a batch of offers to loop `home`'s relay task.
 pub fn relay(home: usize, batch: Vec<Offer>) {
-    let Some(loops) = LOOPS.get() else { return };
-    if let (Some(tx), Some(pending)) = (loops.relays.get(home), loops.pending.get(home)) {
-        // Counted before it is sent, so that whoever reads the count after this (under the
-        // channel lock that ordered the event) sees the batch as waiting.
-        pending.fetch_add(1, Ordering::AcqRel);
-        if tx.send(batch).is_err() {
-            pending.fetch_sub(1, Ordering::AcqRel);
-        }
+    if let Some(tx) = LOOPS.get().and_then(|l| l.relays.get(home)) {
+        let _ = tx.send(batch);
     }
-}
-
-/// Nothing handed to loop `home` is still waiting to be offered: an offer made there now
-/// cannot overtake an earlier event on its way to the same subscriber (see `broker::FanOut`).
-pub fn settled(home: usize) -> bool {
-    LOOPS
-        .get()
-        .and_then(|l| l.pending.get(home))
-        .is_some_and(|p| p.load(Ordering::Acquire) == 0)
 }
 
 /// Batches handled as one burst at most (so the first socket of a long burst does not wait for
 /// all of it).
 const BURST_BATCHES: usize = 64;
 
-async fn relay_task(
-    mut rx: mpsc::UnboundedReceiver<Vec<Offer>>,
-    pending: Arc<[AtomicUsize]>,
-    home: usize,
-) {
-    // A batch stops counting as waiting only once it has been offered.
-    let offer_all = |batch: Vec<Offer>| {
-        for (sub, event) in batch {
-            sub.offer(&event);
-        }
-        pending[home].fetch_sub(1, Ordering::AcqRel);
-    };
+async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
     while let Some(batch) = rx.recv().await {
         let Ok(next) = rx.try_recv() else {
             // One event's fan-out: each socket gets its frame at once.
@@ -132,6 +101,12 @@ async fn relay_task(
                 }
             }
         });
+    }
+}
+
+fn offer_all(batch: Vec<Offer>) {
+    for (sub, event) in batch {
+        sub.offer(&event);
     }
 }
 

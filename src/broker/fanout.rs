@@ -6,55 +6,30 @@
 //! collected and handed over in one message per loop, whose relay task then offers them (local
 //! wake-ups, no syscall). Without loops (the library inside a test's runtime) offers are direct.
 //!
-//! Subscribers on the loop that publishes are offered the event at once, with no hand-over,
-//! when nothing handed to that loop earlier is still waiting there (`workers::settled`), and at
-//! most `DIRECT` of them, so that a large fan-out does not hold the channel's lock for long.
-//!
 //! Order: a `FanOut` hands its batches over when dropped, and every caller drops it while still
-//! holding the lock that numbered the event, so a subscriber's offers reach it in `seq` order. A
-//! direct offer keeps that order: under the same lock, no earlier event for its loop is waiting,
-//! and a later one can only be offered after this one.
+//! holding the lock that numbered the event, so a subscriber's offers reach it in `seq` order.
 
 use std::sync::Arc;
 
 use super::{Delivery, Event, Subscriber};
 use crate::workers;
 
-/// Most subscribers offered an event at once by the loop that publishes it.
-const DIRECT: usize = 64;
-
 pub struct FanOut {
-    /// One batch per loop, made at the first offer that needs one.
+    /// One batch per loop, or empty when no loops are installed.
     batches: Vec<Vec<workers::Offer>>,
-    /// The loop this runs on, when its subscribers may be offered the event at once.
-    here: Option<usize>,
-    direct_left: usize,
 }
 
 impl FanOut {
     pub fn new() -> FanOut {
         FanOut {
-            batches: Vec::new(),
-            here: workers::current_loop().filter(|&l| workers::settled(l)),
-            direct_left: DIRECT,
+            batches: (0..workers::loop_count()).map(|_| Vec::new()).collect(),
         }
     }
 
     /// Offers `event` to `sub` now, or queues it for `sub`'s loop; a queued offer answers
     /// `Queued` (its queue-full cut-off is decided on arrival).
     pub fn offer(&mut self, sub: &Subscriber, event: &Arc<Event>) -> Delivery {
-        let loops = workers::loop_count();
-        let Some(home) = sub.home().filter(|&home| home < loops) else {
-            return sub.offer(event);
-        };
-        if self.here == Some(home) && self.direct_left > 0 {
-            self.direct_left -= 1;
-            return sub.offer(event);
-        }
-        if self.batches.is_empty() {
-            self.batches.resize_with(loops, Vec::new);
-        }
-        let Some(batch) = self.batches.get_mut(home) else {
+        let Some(batch) = sub.home().and_then(|home| self.batches.get_mut(home)) else {
             return sub.offer(event);
         };
         if sub.is_gone() {
