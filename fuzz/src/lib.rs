@@ -326,6 +326,20 @@ fn split_nul(data: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// The headers of one hop only (RFC 9110 §7.6.1, with `Keep-Alive` and `Proxy-Connection`),
+/// which neither hop passes on.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// (e) The public listener's request-head reader (`front::head::parse`), on bytes as a client
 /// could send them. Input: a cut byte, then the bytes, which arrive in two reads split where the
 /// cut byte says. Whatever the answer, no byte may be lost or invented: a partial head leaves the
@@ -381,15 +395,7 @@ pub fn request_head(data: &[u8]) {
             }
             // Lines kept as bytes go upstream as they are: none may be of this hop only.
             if plain.lines.is_some() {
-                for name in [
-                    "connection",
-                    "keep-alive",
-                    "proxy-connection",
-                    "proxy-authenticate",
-                    "proxy-authorization",
-                    "te",
-                    "trailer",
-                ] {
+                for name in HOP_BY_HOP {
                     assert!(!headers.contains_key(name), "{name} kept for the upstream");
                 }
             }
@@ -418,17 +424,6 @@ pub fn request_head(data: &[u8]) {
 /// must be whole lines: no line break inside one, none of this hop's headers, one length at most,
 /// every line one a header map takes, and the lines read back the same when written out.
 pub fn answer_head(data: &[u8]) {
-    const HOP_BY_HOP: [&str; 9] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
     let [method, input @ ..] = data else {
         return;
     };
