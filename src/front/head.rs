@@ -12,7 +12,7 @@ use http::{HeaderMap, Method, Request, Uri};
 
 pub use crate::proxy::link::Span;
 use crate::proxy::link::names::{ConnectionTokens, Known, known};
-use crate::proxy::link::{locate, parse_length};
+use crate::proxy::link::{locate, parse_length, spans_to_map};
 use crate::proxy::verbatim::{Kind, Verbatim};
 
 /// Most headers a request may carry (hyper's default, so a longer head gets hyper's 431).
@@ -46,11 +46,7 @@ pub struct Plain {
 impl Plain {
     /// Every header of the request, as one map (tests and the fuzz harness check them).
     pub fn headers(&self) -> HeaderMap {
-        let map = self.request.headers().clone();
-        match &self.lines {
-            Some(lines) => Verbatim::clone(lines).fold(map),
-            None => map,
-        }
+        Verbatim::joined(self.lines.as_deref(), self.request.headers())
     }
 }
 
@@ -129,7 +125,8 @@ fn interpret(
         }
     }
     let lines = if connection.names_others {
-        read = every_header(head, spans)?;
+        // Every header goes in the map, for `strip_hop_by_hop` to remove the named ones.
+        read = spans_to_map(head, spans, 0, |_| true).ok()?;
         None
     } else {
         lines.length = length;
@@ -145,18 +142,6 @@ fn interpret(
         length: length.unwrap_or(0),
         close: connection.close,
     })
-}
-
-/// Every header in a map, for a request whose `Connection` names headers of this hop
-/// (`strip_hop_by_hop` removes them by name).
-fn every_header(head: &Bytes, spans: &[Span]) -> Option<HeaderMap> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in spans {
-        // httparse has checked the value's bytes: visible ASCII, spaces, tabs and obs-text.
-        let (name, value) = span.header(head)?;
-        headers.append(name, value);
-    }
-    Some(headers)
 }
 
 #[cfg(test)]

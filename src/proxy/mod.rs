@@ -149,8 +149,8 @@ async fn route(
     forward(req, lines, head, shared, &settings, client).await
 }
 
-/// The request with every header in its map, for what reads headers by name (identity, our own
-/// socket and SSE endpoints, the pooled client).
+/// The request with every header in its map, for what reads headers by name (our own socket and
+/// SSE endpoints, the pooled client).
 fn whole<B>(mut req: Request<B>, lines: Option<Box<Verbatim>>) -> Request<B> {
     if let Some(lines) = lines {
         let read = std::mem::take(req.headers_mut());
@@ -253,10 +253,7 @@ async fn forward(
     };
     // Only a mutation that may emit needs to know its actor; GETs never pay for identity.
     let identity = plan.as_ref().filter(|_| settings.auth.required()).map(|_| {
-        let headers = match &lines {
-            Some(lines) => Verbatim::clone(lines).fold(parts.headers.clone()),
-            None => parts.headers.clone(),
-        };
+        let headers = Verbatim::joined(lines.as_deref(), &parts.headers);
         let creds = Credentials::from_request(&headers, None, None);
         (headers, creds)
     });

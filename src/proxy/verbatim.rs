@@ -118,6 +118,15 @@ impl Verbatim {
         self.lines.is_empty()
     }
 
+    /// `lines` (a request's, `None` when it has none apart) and `map` as one map, neither
+    /// consumed: for what reads every header by name while both still go upstream.
+    pub fn joined(lines: Option<&Verbatim>, map: &HeaderMap) -> HeaderMap {
+        match lines {
+            Some(lines) => lines.clone().fold(map.clone()),
+            None => map.clone(),
+        }
+    }
+
     /// Leaves the `Content-Length` line out: a coded body is framed by its coding.
     pub fn forget_length(&mut self) {
         self.lines.retain(|line| line.kind != Kind::Length);

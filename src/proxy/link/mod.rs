@@ -44,7 +44,7 @@ use conn::{Conn, Upload, UploadError};
 /// The answer's head reader, for the fuzz harness (`fuzz/src/lib.rs`, `answer_head`).
 pub use wire::{Head, Lines, response_head};
 /// The client side (`crate::front`) frames its answers and reads its lengths the same way.
-pub use wire::{Span, chunk, chunk_size_line, header_line, locate, parse_length};
+pub use wire::{Span, chunk, chunk_size_line, header_line, locate, parse_length, spans_to_map};
 
 /// The request side, shared by the requests of one client connection.
 pub struct Link {
@@ -140,13 +140,13 @@ impl Link {
             && !parts.headers.contains_key(header::CONTENT_LENGTH);
         // Room for the head, the lines the link adds (about 100 bytes) and a small body, which
         // goes out in the same write: growing the buffer costs a copy and a reallocation.
-        let kept = lines.as_ref().map_or(0, |l| l.size());
+        let kept = lines.as_ref().map_or(0, |l| l.len());
         let small_body = lines
             .as_ref()
             .and_then(|l| l.length)
             .filter(|n| *n <= 1024)
             .unwrap_or(0) as usize;
-        let mut head = Vec::with_capacity(192 + 48 * parts.headers.len() + kept + small_body);
+        let mut head = Vec::with_capacity(192 + 48 * (parts.headers.len() + kept) + small_body);
         let fwd = wire::Forwarded {
             peer_ip,
             default_host: cfg.authority.as_str(),

@@ -351,12 +351,27 @@ fn interpret(
 /// Every header of the answer in a map, for the proxy phases to edit by name (they drop the
 /// hop-by-hop ones). A coded body's `Content-Length` is left out.
 fn header_map(head: &Bytes, spans: &[Span], coded: bool) -> Result<HeaderMap, WireError> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_OURS);
+    spans_to_map(head, spans, ROOM_FOR_OURS, |name| {
+        !(coded && *name == CONTENT_LENGTH)
+    })
+    .map_err(|span| {
+        WireError::Header(String::from_utf8_lossy(&head[span.name.0..span.name.1]).into_owned())
+    })
+}
+
+/// The headers `spans` locate in `head` that `keep` accepts, as a map with room for `room` more
+/// (both hops build their full maps this way); the first span the `http` types refuse is the
+/// error.
+pub fn spans_to_map(
+    head: &Bytes,
+    spans: &[Span],
+    room: usize,
+    keep: impl Fn(&HeaderName) -> bool,
+) -> Result<HeaderMap, Span> {
+    let mut headers = HeaderMap::with_capacity(spans.len() + room);
     for span in spans {
-        let (name, value) = span.header(head).ok_or_else(|| {
-            WireError::Header(String::from_utf8_lossy(&head[span.name.0..span.name.1]).into_owned())
-        })?;
-        if !(coded && name == CONTENT_LENGTH) {
+        let (name, value) = span.header(head).ok_or(*span)?;
+        if keep(&name) {
             headers.append(name, value);
         }
     }
