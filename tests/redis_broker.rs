@@ -22,11 +22,12 @@ fn draft(channels: &[&str]) -> EventDraft {
         resource: Some("projects".into()),
         resource_id: Some("1".into()),
         action: Some("updated".into()),
-        invalidate: vec![vec!["projects".into()]],
+        invalidate: vec![vec!["projects".into()]].into(),
         data: syncgate::events::Data::NULL,
         actor: Some("7".into()),
         ts: 1,
         origin_client: Some("tab-a".into()),
+        prerendered: Default::default(),
     }
 }
 

@@ -14,15 +14,16 @@ use tokio_tungstenite::tungstenite::Message;
 fn draft(channel: &str, data: Value) -> EventDraft {
     EventDraft {
         event_type: "thing_happened".into(),
-        channels: vec![channel.into()],
+        channels: vec![channel.into()].into(),
         resource: None,
         resource_id: None,
         action: None,
-        invalidate: vec![vec![channel.into()]],
+        invalidate: vec![vec![channel.into()]].into(),
         data: syncgate::events::Data::from_value(&data),
         actor: None,
         ts: syncgate::events::now_millis(),
         origin_client: None,
+        prerendered: Default::default(),
     }
 }
 

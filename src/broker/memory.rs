@@ -133,7 +133,7 @@ impl MemoryBroker {
     fn publish_all(&self, draft: &EventDraft, mut each: impl FnMut(&Text, u64)) {
         let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
         let id = super::event_id(draft.ts, &mut id);
-        for channel in &draft.channels {
+        for channel in draft.channels.iter() {
             each(channel, self.publish_one(draft, channel, id));
         }
     }
@@ -268,11 +268,12 @@ mod tests {
             resource: None,
             resource_id: None,
             action: None,
-            invalidate: vec![],
+            invalidate: vec![].into(),
             data: crate::events::Data::NULL,
             actor: Some("7".into()),
             ts: 1,
             origin_client: Some("tab-a".into()),
+            prerendered: Default::default(),
         }
     }
 

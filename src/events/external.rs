@@ -55,6 +55,7 @@ pub fn parse(json: &[u8], ctx: &EmitContext<'_>) -> Result<EventDraft, String> {
         actor: ctx.actor.cloned(),
         ts: ctx.ts,
         origin_client: ctx.origin_client.cloned(),
+        prerendered: Default::default(),
     })
 }
 
@@ -66,8 +67,8 @@ mod tests {
     fn spec_publish_body_parses() {
         let body = br#"{"channel":"user:7","type":"notification_created","data":{"t":1},"invalidate":[["notifications"]]}"#;
         let d = parse(body, &EmitContext::default()).unwrap();
-        assert_eq!(d.channels, ["user:7"]);
-        assert_eq!(d.invalidate, vec![vec!["notifications".to_owned()]]);
+        assert_eq!(*d.channels, ["user:7"]);
+        assert_eq!(*d.invalidate, vec![vec!["notifications".to_owned()]]);
         assert_eq!(d.data, serde_json::json!({"t":1}));
     }
 

@@ -13,9 +13,10 @@ use http::Method;
 use regex::{Regex, RegexSet};
 
 use super::body::{self, DataFields, Doc, Pointer};
+use super::envelope::Fixed;
 use super::rest::{self, Action, RestTarget, dedup};
 use super::template::Vars;
-use super::{BodyPrefix, Data, EmitContext, EventDraft, Text};
+use super::{BodyPrefix, Data, EmitContext, EventDraft, Prerendered, Text};
 use crate::config::{EventRule, EventsConfig};
 use crate::memo::PathMemo;
 
@@ -62,6 +63,8 @@ struct RulePlan {
     action: Option<Text>,
     method_is_post: bool,
     parts: Parts,
+    /// The envelope's text of `parts`, `resource` and `action`, when `parts` are rendered ahead.
+    prerendered: Prerendered,
 }
 
 /// When a rule's type, channels and keys are rendered.
@@ -78,8 +81,8 @@ enum Parts {
 #[derive(Debug, Clone)]
 struct RuleParts {
     event_type: Text,
-    channels: Vec<Text>,
-    invalidate: Vec<Vec<Text>>,
+    channels: Arc<[Text]>,
+    invalidate: Arc<[Vec<Text>]>,
 }
 
 /// An event by the REST convention: all but an item's new id is known from the path.
@@ -88,10 +91,14 @@ struct AutoPlan {
     target: RestTarget,
     action: Action,
     event_type: Text,
-    channels: Vec<Text>,
+    channels: Arc<[Text]>,
     resource: Text,
     /// `action` as the event's text.
     action_text: Text,
+    /// The invalidation keys, when the path alone decides them (all but a POST that learns its
+    /// id from the answer).
+    keys: Option<Arc<[Vec<Text>]>>,
+    prerendered: Prerendered,
 }
 
 #[derive(Debug)]
@@ -274,16 +281,28 @@ impl EventMatcher {
             };
             Parts::Ahead(render_parts(&rule.rule, &vars))
         };
+        let resource = target.as_ref().map(|t| Text::from(t.collection.as_str()));
+        let action = Action::from_method(method).map(|a| Text::from(a.as_str()));
+        let prerendered = match &parts {
+            Parts::Ahead(Some(parts)) => Prerendered::new(Fixed::new(
+                &parts.event_type,
+                resource.as_ref(),
+                action.as_ref(),
+                Some(&parts.invalidate),
+            )),
+            _ => Prerendered::default(),
+        };
         Some(EventPlan {
             wants_body: rule.reads_body || convention_reads_body,
             kind: PlanKind::Rule(RulePlan {
-                resource: target.as_ref().map(|t| Text::from(t.collection.as_str())),
-                action: Action::from_method(method).map(|a| Text::from(a.as_str())),
+                resource,
+                action,
                 rule,
                 captures,
                 target,
                 method_is_post,
                 parts,
+                prerendered,
             }),
         })
     }
@@ -297,13 +316,30 @@ impl EventMatcher {
             Action::Created => None,
             Action::Updated | Action::Deleted => target.path_id.as_deref(),
         };
+        // Only a new item's id is not in the path; it is read from the answer.
+        let wants_body = action == Action::Created && target.path_id.is_none();
+        let keys = (!wants_body).then(|| {
+            let keys = target.invalidate(target.path_id.as_deref());
+            keys.into_iter().map(texts).collect::<Arc<[_]>>()
+        });
+        let event_type: Text = target.event_type(action).into();
+        let resource = Text::from(target.collection.as_str());
+        let action_text = Text::from(action.as_str());
+        let prerendered = Prerendered::new(Fixed::new(
+            &event_type,
+            Some(&resource),
+            Some(&action_text),
+            keys.as_deref(),
+        ));
         Some(EventPlan {
-            wants_body: action == Action::Created && target.path_id.is_none(),
+            wants_body,
             kind: PlanKind::Auto(AutoPlan {
-                event_type: target.event_type(action).into(),
-                channels: texts(target.channels(item_channel)),
-                resource: Text::from(target.collection.as_str()),
-                action_text: Text::from(action.as_str()),
+                event_type,
+                channels: texts(target.channels(item_channel)).into(),
+                resource,
+                action_text,
+                keys,
+                prerendered,
                 target,
                 action,
             }),
@@ -363,22 +399,27 @@ fn build_auto(plan: &AutoPlan, json: Option<&Doc<'_>>, ctx: &EmitContext<'_>) ->
         (None, Action::Created) => body::top_level_id(json),
         (None, _) => None,
     };
-    EventDraft {
-        event_type: plan.event_type.clone(),
-        channels: plan.channels.clone(),
-        resource: Some(plan.resource.clone()),
-        invalidate: plan
+    let invalidate = match &plan.keys {
+        Some(keys) => Arc::clone(keys),
+        None => plan
             .target
             .invalidate(resource_id.as_deref())
             .into_iter()
             .map(texts)
             .collect(),
+    };
+    EventDraft {
+        event_type: plan.event_type.clone(),
+        channels: plan.channels.clone(),
+        resource: Some(plan.resource.clone()),
+        invalidate,
         resource_id,
         action: Some(plan.action_text.clone()),
         data: Data::NULL,
         actor: ctx.actor.cloned(),
         ts: ctx.ts,
         origin_client: ctx.origin_client.cloned(),
+        prerendered: plan.prerendered.clone(),
     }
 }
 
@@ -410,6 +451,7 @@ fn build_rule(
         actor: ctx.actor.cloned(),
         ts: ctx.ts,
         origin_client: ctx.origin_client.cloned(),
+        prerendered: plan.prerendered.clone(),
     })
 }
 
@@ -447,8 +489,8 @@ fn render_parts(rule: &EventRule, vars: &RuleVars<'_>) -> Option<RuleParts> {
     );
     Some(RuleParts {
         event_type: event_type.into(),
-        channels,
-        invalidate,
+        channels: channels.into(),
+        invalidate: invalidate.into(),
     })
 }
 

@@ -17,7 +17,7 @@ fn explicit_rule_wins_over_convention() {
     r.invalidate = vec![vec![t("projects")], vec![t("dashboard")]];
     let m = EventMatcher::new(&cfg(vec![r]));
     let d = must_emit(&m, Method::POST, "/api/projects", r#"{"id":42}"#);
-    assert_eq!(d.invalidate, keys(&[&["projects"], &["dashboard"]]));
+    assert_eq!(*d.invalidate, keys(&[&["projects"], &["dashboard"]]));
     assert_eq!(d.resource.as_deref(), Some("projects"));
     assert_eq!(d.resource_id.as_deref(), Some("42"));
     assert_eq!(d.action.as_deref(), Some("created"));
@@ -66,7 +66,7 @@ fn rule_wins_even_on_excluded_path() {
     )]));
     let d = must_emit(&m, Method::POST, "/api/auth/logout", "");
     assert_eq!(d.event_type, "logged_out");
-    assert_eq!(d.channels, ["user:7"]);
+    assert_eq!(*d.channels, ["user:7"]);
 }
 
 #[test]
@@ -85,8 +85,11 @@ fn rule_templates_render_captures_body_and_user() {
     let body = r#"{"kind":"project","owner":{"id":5},"on":true}"#;
     let d = must_emit(&m, Method::PUT, "/api/projects/42", body);
     assert_eq!(d.event_type, "project_changed");
-    assert_eq!(d.channels, ["project:42", "owner:5", "user:7"]);
-    assert_eq!(d.invalidate, keys(&[&["project", "42"], &["flag", "true"]]));
+    assert_eq!(*d.channels, ["project:42", "owner:5", "user:7"]);
+    assert_eq!(
+        *d.invalidate,
+        keys(&[&["project", "42"], &["flag", "true"]])
+    );
 }
 
 #[test]
@@ -109,7 +112,7 @@ fn missing_capture_drops_only_that_channel() {
             &anonymous,
         )
         .unwrap();
-    assert_eq!(d.channels, ["things"]);
+    assert_eq!(*d.channels, ["things"]);
 }
 
 #[test]
@@ -118,7 +121,7 @@ fn invalidate_key_with_missing_part_is_dropped() {
     r.invalidate = vec![vec![t("things")], vec![t("thing"), t("{body.id}")]];
     let m = EventMatcher::new(&cfg(vec![r]));
     let d = must_emit(&m, Method::POST, "/api/things", r#"{"name":"x"}"#);
-    assert_eq!(d.invalidate, keys(&[&["things"]]));
+    assert_eq!(*d.invalidate, keys(&[&["things"]]));
 }
 
 #[test]
@@ -157,7 +160,7 @@ fn repeated_rendered_channels_are_published_once() {
         &["p:{a}", "p:{b}"],
     )]));
     assert_eq!(
-        must_emit(&m, Method::DELETE, "/api/p/1/1", "").channels,
+        *must_emit(&m, Method::DELETE, "/api/p/1/1", "").channels,
         ["p:1"]
     );
 }
@@ -379,7 +382,7 @@ fn parts_from_the_path_are_rendered_once_per_path_and_shared_by_its_events() {
     ));
     let other = must_emit(&m, Method::PUT, "/api/boards/2", "");
     assert_eq!(other.event_type, "board_2_changed");
-    assert_eq!(other.channels, ["board:2"]);
+    assert_eq!(*other.channels, ["board:2"]);
 }
 
 #[test]
@@ -403,7 +406,7 @@ fn user_templates_render_for_each_event_of_a_remembered_path() {
         };
         let d = plan.build(body, &ctx).unwrap();
         assert_eq!(d.event_type, format!("note_by_{user}"));
-        assert_eq!(d.channels, [format!("user:{user}")]);
+        assert_eq!(*d.channels, [format!("user:{user}")]);
     }
 }
 
@@ -422,4 +425,53 @@ fn a_path_whose_parts_cannot_render_emits_nothing_every_time() {
         must_emit(&m, Method::POST, "/api/x/4", "").event_type,
         "x_4"
     );
+}
+
+/// Every plan that writes part of its envelope ahead gives the bytes its draft's own fields give,
+/// for rules rendered ahead or per event and for the convention's plans of every method.
+#[test]
+fn an_envelope_written_partly_ahead_is_the_one_its_fields_give() {
+    let mut ahead = rule(
+        &[Method::POST],
+        r"^/api/orgs/(?P<org>[^/]+)/items/?$",
+        "item_added",
+        &["org:{org}", "items"],
+    );
+    ahead.invalidate = vec![vec![t("org"), t("{org}")], vec![t("items"), t("q\"uote")]];
+    ahead.id = Some("/id".into());
+    ahead.data = vec!["id".into(), "name".into()];
+    let mut per_event = rule(
+        &[Method::PUT],
+        r"^/api/orgs/[^/]+/items/[^/]+$",
+        "item_{body.kind}",
+        &["items"],
+    );
+    per_event.invalidate = vec![vec![t("item"), t("{body.id}")]];
+    let m = EventMatcher::new(&cfg(vec![ahead, per_event]));
+    let body = r#"{"id":"i-9","name":"n\u00e9","kind":"moved"}"#;
+    let cases = [
+        (Method::POST, "/api/orgs/o1/items", true),
+        (Method::PUT, "/api/orgs/o1/items/i-9", false),
+        (Method::POST, "/api/projects/4/tasks", true),
+        (Method::PATCH, "/api/projects/4/tasks/7", true),
+        (Method::DELETE, "/api/projects/4", true),
+    ];
+    for (method, path, written_ahead) in cases {
+        let draft = must_emit(&m, method.clone(), path, body);
+        assert_eq!(
+            draft.prerendered.0.is_some(),
+            written_ahead,
+            "{method} {path}"
+        );
+        let mut by_fields = draft.clone();
+        by_fields.prerendered = Prerendered::default();
+        for channel in draft.channels.iter() {
+            let ahead = crate::events::envelope::serialize(&draft, channel, 12, "01JD3-id");
+            let fields = crate::events::envelope::serialize(&by_fields, channel, 12, "01JD3-id");
+            assert_eq!(ahead, fields, "{method} {path} on {channel}");
+            let v: Value = serde_json::from_str(&ahead).unwrap();
+            assert_eq!(v["type"], *draft.event_type, "{method} {path}");
+            assert_eq!(v["channel"], **channel);
+        }
+    }
 }

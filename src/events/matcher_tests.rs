@@ -88,8 +88,8 @@ fn post_to_collection_creates_with_id_from_body() {
         r#"{"id":42,"name":"x"}"#,
     );
     assert_eq!(d.event_type, "project_created");
-    assert_eq!(d.channels, ["projects"]);
-    assert_eq!(d.invalidate, keys(&[&["projects"], &["project", "42"]]));
+    assert_eq!(*d.channels, ["projects"]);
+    assert_eq!(*d.invalidate, keys(&[&["projects"], &["project", "42"]]));
     assert_eq!(d.resource.as_deref(), Some("projects"));
     assert_eq!(d.resource_id.as_deref(), Some("42"));
     assert_eq!(d.action.as_deref(), Some("created"));
@@ -101,7 +101,7 @@ fn post_without_body_id_invalidates_only_the_collection() {
     for body in [r#"{"name":"x"}"#, "", "created"] {
         let d = must_emit(&auto(), Method::POST, "/api/projects", body);
         assert_eq!(d.resource_id, None);
-        assert_eq!(d.invalidate, keys(&[&["projects"]]));
+        assert_eq!(*d.invalidate, keys(&[&["projects"]]));
     }
 }
 
@@ -114,7 +114,7 @@ fn post_with_truncated_body_has_no_id() {
     };
     let d = plan.build(body, &ctx()).unwrap();
     assert_eq!(d.resource_id, None);
-    assert_eq!(d.invalidate, keys(&[&["projects"]]));
+    assert_eq!(*d.invalidate, keys(&[&["projects"]]));
 }
 
 #[test]
@@ -122,8 +122,8 @@ fn put_and_patch_on_item_update_it() {
     for method in [Method::PUT, Method::PATCH] {
         let d = must_emit(&auto(), method, "/api/projects/42", "");
         assert_eq!(d.event_type, "project_updated");
-        assert_eq!(d.channels, ["projects", "project:42"]);
-        assert_eq!(d.invalidate, keys(&[&["projects"], &["project", "42"]]));
+        assert_eq!(*d.channels, ["projects", "project:42"]);
+        assert_eq!(*d.invalidate, keys(&[&["projects"], &["project", "42"]]));
         assert_eq!(d.resource_id.as_deref(), Some("42"));
         assert_eq!(d.action.as_deref(), Some("updated"));
     }
@@ -133,8 +133,8 @@ fn put_and_patch_on_item_update_it() {
 fn delete_on_item_deletes_it() {
     let d = must_emit(&auto(), Method::DELETE, "/api/projects/42", "");
     assert_eq!(d.event_type, "project_deleted");
-    assert_eq!(d.channels, ["projects", "project:42"]);
-    assert_eq!(d.invalidate, keys(&[&["projects"], &["project", "42"]]));
+    assert_eq!(*d.channels, ["projects", "project:42"]);
+    assert_eq!(*d.invalidate, keys(&[&["projects"], &["project", "42"]]));
     assert_eq!(d.action.as_deref(), Some("deleted"));
 }
 
@@ -147,9 +147,9 @@ fn nested_post_invalidates_parent() {
         r#"{"id":7}"#,
     );
     assert_eq!(d.event_type, "task_created");
-    assert_eq!(d.channels, ["tasks", "project:42"]);
+    assert_eq!(*d.channels, ["tasks", "project:42"]);
     assert_eq!(
-        d.invalidate,
+        *d.invalidate,
         keys(&[&["tasks"], &["task", "7"], &["project", "42"]])
     );
     assert_eq!(d.resource.as_deref(), Some("tasks"));
@@ -160,9 +160,9 @@ fn nested_post_invalidates_parent() {
 fn nested_patch_publishes_to_item_and_parent() {
     let d = must_emit(&auto(), Method::PATCH, "/api/projects/42/tasks/7", "");
     assert_eq!(d.event_type, "task_updated");
-    assert_eq!(d.channels, ["tasks", "task:7", "project:42"]);
+    assert_eq!(*d.channels, ["tasks", "task:7", "project:42"]);
     assert_eq!(
-        d.invalidate,
+        *d.invalidate,
         keys(&[&["tasks"], &["task", "7"], &["project", "42"]])
     );
 }
@@ -175,9 +175,9 @@ fn deep_nesting_lists_every_ancestor_in_path_order() {
         "/api/orgs/1/projects/42/tasks/7",
         "",
     );
-    assert_eq!(d.channels, ["tasks", "task:7", "org:1", "project:42"]);
+    assert_eq!(*d.channels, ["tasks", "task:7", "org:1", "project:42"]);
     assert_eq!(
-        d.invalidate,
+        *d.invalidate,
         keys(&[
             &["tasks"],
             &["task", "7"],
@@ -205,13 +205,13 @@ fn string_ids_in_body_are_used_as_is() {
 #[test]
 fn trailing_slash_is_the_same_path() {
     let d = must_emit(&auto(), Method::PATCH, "/api/projects/42/", "");
-    assert_eq!(d.channels, ["projects", "project:42"]);
+    assert_eq!(*d.channels, ["projects", "project:42"]);
 }
 
 #[test]
 fn percent_encoded_segments_are_not_decoded() {
     let d = must_emit(&auto(), Method::PUT, "/api/files/a%20b", "");
-    assert_eq!(d.channels, ["files", "file:a%20b"]);
+    assert_eq!(*d.channels, ["files", "file:a%20b"]);
     assert_eq!(d.resource_id.as_deref(), Some("a%20b"));
 }
 

@@ -17,24 +17,48 @@ mod text;
 pub use matcher::{EventMatcher, EventPlan};
 pub use text::Text;
 
+use std::sync::Arc;
+
 use serde_json::value::RawValue;
 
 /// An event before the broker has numbered it. One draft fans out to each of its `channels`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDraft {
     pub event_type: Text,
-    pub channels: Vec<Text>,
+    pub channels: Arc<[Text]>,
     pub resource: Option<Text>,
     pub resource_id: Option<String>,
     /// `created` / `updated` / `deleted`, or `None` for published events.
     pub action: Option<Text>,
-    pub invalidate: Vec<Vec<Text>>,
+    pub invalidate: Arc<[Vec<Text>]>,
     pub data: Data,
     pub actor: Option<Text>,
     /// Milliseconds since the epoch when the sidecar saw the upstream's answer.
     pub ts: u64,
     /// The `X-Sync-Client` of the request that caused it, for `exclude_origin: connection`.
     pub origin_client: Option<Text>,
+    /// What its plan wrote of the envelope ahead; `Prerendered::default()` everywhere else.
+    pub prerendered: Prerendered,
+}
+
+/// The envelope text of a draft's fields that its plan wrote once for all its events
+/// (`envelope::Fixed`), or nothing (the envelope writes the fields themselves).
+///
+/// A cache of the draft's own fields, set only by `EventPlan::build` from the plan the fields
+/// came from, so drafts that differ only in it are equal.
+#[derive(Debug, Clone, Default)]
+pub struct Prerendered(Option<Arc<envelope::Fixed>>);
+
+impl Prerendered {
+    fn new(fixed: envelope::Fixed) -> Prerendered {
+        Prerendered(Some(Arc::new(fixed)))
+    }
+}
+
+impl PartialEq for Prerendered {
+    fn eq(&self, _: &Prerendered) -> bool {
+        true
+    }
 }
 
 /// An event's `data`: compact JSON text, written into the envelope as it is.

@@ -199,7 +199,7 @@ impl Inner {
             .arg(self.history.ttl.as_millis().max(1) as u64)
             .arg(META_TTL.max(self.history.ttl).as_millis() as u64)
             .arg(wire::meta_json(draft));
-        for channel in &draft.channels {
+        for channel in draft.channels.iter() {
             let (head, tail) = wire::frame_halves(draft, channel, id);
             call.key(self.keys.meta(channel))
                 .key(self.keys.stream(channel))
@@ -225,7 +225,7 @@ impl Inner {
         let mut id = [0; uuid::fmt::Hyphenated::LENGTH];
         let id = super::event_id(draft.ts, &mut id);
         let mut out = Vec::with_capacity(draft.channels.len());
-        for channel in &draft.channels {
+        for channel in draft.channels.iter() {
             let Some(state) = self.existing(channel) else {
                 // Nobody here listens, and nobody elsewhere can hear it: it reaches no one.
                 out.push(Published {

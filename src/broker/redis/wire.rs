@@ -263,15 +263,16 @@ mod tests {
     fn draft() -> EventDraft {
         EventDraft {
             event_type: "x\"seq\":0,".into(),
-            channels: vec!["a".into()],
+            channels: vec!["a".into()].into(),
             resource: None,
             resource_id: None,
             action: None,
-            invalidate: vec![],
+            invalidate: vec![].into(),
             data: crate::events::Data::NULL,
             actor: Some("7".into()),
             ts: 1,
             origin_client: None,
+            prerendered: Default::default(),
         }
     }
 
