@@ -89,9 +89,10 @@ const BURST_BATCHES: usize = 64;
 /// microseconds, and a socket written once per event woke its reader once per event. The relay
 /// lets the turn's other ready tasks run first (`yield_now`, which tokio resumes after its
 /// next look at the sockets), so what they publish goes out in the same write. On the REST
-/// benchmark's POST with one subscriber, writes to the subscriber fell from 0.105 to 0.036 per
-/// POST, wake-ups of the other loop from 0.042 to 0.008, and the CPU per POST by 5%. An idle
-/// loop's turn ends at once, so an event alone waits one look at the sockets (no timer).
+/// benchmark's POST with one subscriber, writes to the subscriber fell from 0.105 to 0.034 per
+/// POST, wake-ups of the other loop from 0.042 to 0.011, and the CPU per POST by about 3%
+/// (BENCHMARKS.md, tenth pass). An idle loop's turn ends at once, so an event alone waits one
+/// look at the sockets (no timer).
 /// Behind by a whole burst, it does not wait again until it has caught up.
 async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
     let mut caught_up = true;
