@@ -25,6 +25,8 @@ use serde_json::value::RawValue;
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventDraft {
     pub event_type: Text,
+    /// Shared with the plan that made the draft, as `invalidate` is: a rule's lists are the
+    /// same for every event of a path, so an event takes a reference, not a copy.
     pub channels: Arc<[Text]>,
     pub resource: Option<Text>,
     pub resource_id: Option<String>,
