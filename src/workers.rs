@@ -92,8 +92,8 @@ const BURST_BATCHES: usize = 64;
 /// benchmark's POST with one subscriber, writes to the subscriber fell from 0.105 to 0.034 per
 /// POST, wake-ups of the other loop from 0.042 to 0.011, and the CPU per POST by about 3%
 /// (BENCHMARKS.md, tenth pass). An idle loop's turn ends at once, so an event alone waits one
-/// look at the sockets (no timer).
-/// Behind by a whole burst, it does not wait again until it has caught up.
+/// look at the sockets (no timer). Behind by a whole burst, it does not wait again until it
+/// has caught up.
 async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
     let mut caught_up = true;
     while let Some(batch) = rx.recv().await {
@@ -113,6 +113,7 @@ async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
             for _ in 2..BURST_BATCHES {
                 match rx.try_recv() {
                     Ok(batch) => offer_all(batch),
+                    // Caught up: leaves the burst, `caught_up` still true.
                     Err(_) => return,
                 }
             }

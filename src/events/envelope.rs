@@ -156,8 +156,8 @@ fn write(out: &mut String, draft: &EventDraft, channel: &str, seq: u64, id: &str
 /// and writing them field by field was most of the envelope's cost (about 1.1k instructions a
 /// POST); written once per plan, each event copies three runs of text. The text is made by the
 /// same functions `write` uses for a draft without it, so both give the same bytes.
-#[derive(Debug, PartialEq)]
-pub struct Fixed {
+#[derive(Debug)]
+pub(super) struct Fixed {
     /// `{"type":T,"channel":`
     head: String,
     /// `,"resource":R,"resource_id":`

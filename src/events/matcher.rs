@@ -318,10 +318,7 @@ impl EventMatcher {
         };
         // Only a new item's id is not in the path; it is read from the answer.
         let wants_body = action == Action::Created && target.path_id.is_none();
-        let keys = (!wants_body).then(|| {
-            let keys = target.invalidate(target.path_id.as_deref());
-            keys.into_iter().map(texts).collect::<Arc<[_]>>()
-        });
+        let keys = (!wants_body).then(|| invalidate_keys(&target, target.path_id.as_deref()));
         let event_type: Text = target.event_type(action).into();
         let resource = Text::from(target.collection.as_str());
         let action_text = Text::from(action.as_str());
@@ -401,12 +398,7 @@ fn build_auto(plan: &AutoPlan, json: Option<&Doc<'_>>, ctx: &EmitContext<'_>) ->
     };
     let invalidate = match &plan.keys {
         Some(keys) => Arc::clone(keys),
-        None => plan
-            .target
-            .invalidate(resource_id.as_deref())
-            .into_iter()
-            .map(texts)
-            .collect(),
+        None => invalidate_keys(&plan.target, resource_id.as_deref()),
     };
     EventDraft {
         event_type: plan.event_type.clone(),
@@ -492,6 +484,11 @@ fn render_parts(rule: &EventRule, vars: &RuleVars<'_>) -> Option<RuleParts> {
         channels: channels.into(),
         invalidate: invalidate.into(),
     })
+}
+
+/// The convention's invalidation keys for `target`, as an event carries them.
+fn invalidate_keys(target: &RestTarget, item_id: Option<&str>) -> Arc<[Vec<Text>]> {
+    target.invalidate(item_id).into_iter().map(texts).collect()
 }
 
 fn texts(items: Vec<String>) -> Vec<Text> {
