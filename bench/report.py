@@ -82,6 +82,30 @@ def rest_table(rows):
     return out + [""]
 
 
+def rounds_table(rows, peer="syncgate"):
+    """The paired medians' inputs, round by round: on a shared two-core VM one round can sit 30%
+    away from the next, and a reader deciding whether a 5% gap is real needs the spread, not
+    only the median."""
+    by = group(rows, lambda r: (r["peer"], r["method"]))
+    lines = []
+    width = 0
+    for method in ("GET", "POST", "GET-browser"):
+        ng, rs = by.get(("nginx", method), []), by.get((peer, method), [])
+        for label, field in (("req/s", "rps"), ("CPU", "cpu_us_per_request"), ("p99", "p99_ms")):
+            ratios = [r[field] / n[field] if r.get(field) and n.get(field) else None
+                      for r, n in zip(rs, ng)]
+            if not any(ratios):
+                continue
+            width = max(width, len(ratios))
+            cells = " | ".join(fmt(x) for x in ratios)
+            lines.append(f"| {method} {label} | {cells} | **{fmt(med(ratios))}** |")
+    if not lines:
+        return []
+    head = " | ".join(f"round {k}" for k in range(1, width + 1))
+    return [f"{peer} ÷ nginx in each round (nginx first in odd rounds, {peer} first in even ones):", "",
+            f"| | {head} | paired median |", "|---|" + "---:|" * (width + 1)] + lines + [""]
+
+
 def fanout_table(rows):
     by = group(rows, lambda r: (r["sockets"], r["label"]))
     if not by:
@@ -163,6 +187,7 @@ def main(argv):
     rows = load(argv[0])
     lines = []
     lines += rest_table([r for r in rows if r["scenario"] == "rest"])
+    lines += rounds_table([r for r in rows if r["scenario"] == "rest"])
     lines += fanout_table([r for r in rows if r["scenario"] == "fanout"])
     lines += latency_table([r for r in rows if r["scenario"] == "latency"])
     print("\n".join(lines))
