@@ -112,14 +112,15 @@ def fanout_table(rows):
         return []
     out = ["## Fan-out and memory", "",
            "Delay = subscriber's arrival time − the upstream's answer time (same clock). "
-           "\"last socket\" = per mutation, the delay to the last socket; median and worst over the mutations.", "",
+           "\"last socket\" = per mutation, the delay to the last socket; median and worst over the mutations. "
+           "\"load client\": the CPU the subscriber processes spent reading each delivery, on the same cores.", "",
            "| sockets | peer | delay p50 ms | p99 ms | max ms | last socket p50 ms | last socket max ms | lost | "
-           "RSS at rest MiB | RSS per idle socket KiB | CPU µs per delivery | rounds |",
-           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "RSS at rest MiB | RSS per idle socket KiB | CPU µs per delivery | load client µs per delivery | rounds |",
+           "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (n, label), rs in sorted(by.items()):
         skipped = [r for r in rs if "skipped" in r]
         if skipped:
-            out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | | |")
+            out.append(f"| {n:,} | {label} | not run: {skipped[0]['skipped']} | | | | | | | | | | |")
             continue
         lost = sum(r["lost"] + r["failed"] * r["mutations"] for r in rs)
         out.append(
@@ -127,7 +128,8 @@ def fanout_table(rows):
             f"{fmt(med_of(rs, 'delay_ms', 'max'))} | {fmt(med_of(rs, 'last_socket_ms', 'p50'))} | {fmt(med_of(rs, 'last_socket_ms', 'max'))} | "
             f"{lost} | {fmt(med(r['rss_rest_kib'] / 1024 for r in rs), 1)} | "
             f"{fmt(med(r['rss_per_socket_bytes'] / 1024 for r in rs), 1)} | "
-            f"{fmt(med(r.get('cpu_us_per_delivery') for r in rs), 2)} | {len(rs)} |")
+            f"{fmt(med(r.get('cpu_us_per_delivery') for r in rs), 2)} | "
+            f"{fmt(med(r.get('client_cpu_us_per_delivery') for r in rs), 2)} | {len(rs)} |")
     return out + [""]
 
 

@@ -88,6 +88,10 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
     let idle_kib = rss::tree_kib(&r.rss_pids);
 
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    // The shards' own work is measured too: they read every delivery on the same cores, so what
+    // they spend per message bounds from below how fast any peer can reach N sockets here.
+    let shard_pids: Vec<u32> = shards.iter().filter_map(|s| s.child.id()).collect();
+    let client_before = rss::tree_cpu_ticks(&shard_pids);
     let cpu_before = rss::tree_cpu_ticks(&r.rss_pids);
     let mut round_trips = Vec::with_capacity(r.mutations);
     let mut errors = 0usize;
@@ -109,6 +113,9 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
     let mut duplicates = 0usize;
     let mut short = 0usize;
     let sent = r.mutations - errors;
+    // Read before `DONE`: a shard exits once it has reported. The pause after the last mutation
+    // (`interval`) has let its deliveries in.
+    let client_ticks = rss::tree_cpu_ticks(&shard_pids).saturating_sub(client_before);
     for s in &mut shards {
         let _ = s.stdin.write_all(b"DONE\n").await;
         let _ = s.stdin.flush().await;
@@ -177,9 +184,18 @@ pub async fn run(r: Run) -> Result<serde_json::Value, String> {
         "rss_rest_kib": rest_kib,
         "rss_idle_kib": idle_kib,
         "rss_per_socket_bytes": per_socket_bytes,
-        // Ticks are 10 ms: meaningful over many deliveries, not a handful.
-        "cpu_us_per_delivery": if received > 0 { (cpu_ticks * 10_000) as f64 / received as f64 } else { 0.0 },
+        "cpu_us_per_delivery": per_delivery_us(cpu_ticks, received),
+        "client_cpu_us_per_delivery": per_delivery_us(client_ticks, received),
     }))
+}
+
+/// Ticks are 10 ms: meaningful over many deliveries, not a handful.
+fn per_delivery_us(ticks: u64, received: usize) -> f64 {
+    if received > 0 {
+        (ticks * 10_000) as f64 / received as f64
+    } else {
+        0.0
+    }
 }
 
 async fn next_line(s: &mut ShardProc, want: &str) -> Result<String, String> {
