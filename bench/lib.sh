@@ -1,5 +1,6 @@
-# What bench/run.sh and bench/ab.sh share: the processes they started (stopped by PID on exit),
-# ports, readiness, and the sidecar's benchmark config. Sourced after WORK is set.
+# What bench/run.sh, bench/ab.sh and bench/pairs.sh share: the processes they started (stopped by
+# PID on exit), ports, readiness, nginx, and the sidecar's benchmark config. Sourced after WORK is
+# set.
 
 PIDS=()
 cleanup() {
@@ -62,4 +63,41 @@ limits:
   send_queue: 4096
 ${4:-}
 YAML
+}
+
+# nginx with the given server block body, on a fresh port (PORT, PID); UP is the upstream.
+start_nginx() { # conf-body workers
+  PORT="$(free_port)"
+  local dir="$WORK/nginx-$PORT"
+  mkdir -p "$dir/logs"
+  cat >"$dir/nginx.conf" <<EOF
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+daemon off;
+worker_processes ${2:-2};
+worker_rlimit_nofile 19900;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 19000; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  upstream api { server $UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT ${3:-};
+$1
+  }
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" &
+  PID=$!
+  PIDS+=("$PID")
+}
+
+start_nginx_proxy() {
+  start_nginx '    location / { proxy_pass http://api; proxy_http_version 1.1; proxy_set_header Connection ""; }'
+  wait_http "http://127.0.0.1:$PORT/api/projects" nginx
 }

@@ -131,5 +131,7 @@ banner "benchmark suite, smoke mode (bench/run.sh --smoke)"
 BENCH_OUT="$(mktemp -d)" bench/run.sh --smoke
 # The before/after comparison (BENCHMARKS.md), one short pair of the debug build against itself.
 LOADGEN="$ROOT/target/debug/syncgate-loadgen" bench/ab.sh target/debug/syncgate target/debug/syncgate --pairs 1 --duration 1
+# nginx against the sidecar's configs (BENCHMARKS.md), one short round of each on the debug build.
+SYNCGATE="$ROOT/target/debug/syncgate" LOADGEN="$ROOT/target/debug/syncgate-loadgen" bench/pairs.sh --rounds 1 --duration 1
 
 banner "all tests passed"

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Where syncgate's POST stands against nginx, and what its events cost: nginx and the sidecar in
+# up to three configs, run back to back in each round (the order reversed every other round), so
+# that one machine's drift falls on all of them alike.
+#
+#   bench/pairs.sh [--rounds 10] [--duration 8] [--modes nginx,sub,nosub,noevent] [--method POST]
+#
+# Modes (the REST scenario's wrk -t1 -c32 --latency against the same upstream):
+#   nginx    the reverse proxy of bench/run.sh
+#   sub      syncgate as bench/run.sh runs it: its event rule on, one subscriber held open
+#   nosub    the same events built, numbered and stored, but nobody subscribed
+#   noevent  no event rule and the convention off: a plain proxy
+# Prints each run (requests/s, p50 and p99 ms, CPU µs per request of the proxy's processes), then
+# per mode the median over rounds of its ratio to nginx in the same round, with the range.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+ROUNDS=10
+DURATION=8
+MODES="nginx,sub,nosub,noevent"
+METHOD=POST
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --rounds) ROUNDS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    --modes) MODES="$2"; shift ;;
+    --method) METHOD="$2"; shift ;;
+    *) echo "bench/pairs.sh: unknown option $1 (see the header of this file)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ ",$MODES," == *,nginx,* ]] || { echo "bench/pairs.sh: --modes must include nginx (the ratios' base)" >&2; exit 2; }
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || { echo "bench/pairs.sh: needs $tool (bench/run.sh installs it)" >&2; exit 2; }
+done
+
+SYNCGATE="${SYNCGATE:-$ROOT/target/release/syncgate}"
+if [[ -z "${LOADGEN:-}" ]]; then
+  LOADGEN="$ROOT/target/release/syncgate-loadgen"
+  cargo build -q --release -p syncgate -p syncgate-loadgen
+fi
+
+WORK="$(mktemp -d)"
+# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml, start_nginx_proxy.
+source "$ROOT/bench/lib.sh"
+
+UP="127.0.0.1:$(free_port)"
+"$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://$UP/api/projects"
+
+# The bench config with the mode's change: the subscriber's path moved away, or every event off.
+sidecar_yaml() { # mode port admin
+  syncgate_yaml "$2" "$3" "$UP" | python3 -c '
+import re, sys
+mode, text = sys.argv[1], sys.stdin.read()
+if mode == "nosub":
+    text = text.replace("websocket:\n", "websocket:\n  path: \"/elsewhere\"\n", 1)
+elif mode == "noevent":
+    text = re.sub(r"events:\n(?:  .*\n)*", "events:\n  auto:\n    enabled: false\n", text, count=1)
+sys.stdout.write(text)
+' "$1"
+}
+
+proc_ticks() { # pids...
+  local n=0 p
+  for p in "$@"; do n=$(( n + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
+  echo "$n"
+}
+
+# One run: appends its JSON line (bench/wrk_json.py) to RESULTS.
+run() { # mode
+  local mode="$1" port admin sub="" procs ticks0 ticks1 text script=()
+  if [[ "$mode" == nginx ]]; then
+    start_nginx_proxy
+    port="$PORT"
+    procs="$(pgrep -P "$PID" || true) $PID"
+  else
+    port="$(free_port)"
+    admin="$(free_port)"
+    sidecar_yaml "$mode" "$port" "$admin" >"$WORK/syncgate.yaml"
+    RUST_LOG=warn "$SYNCGATE" --config "$WORK/syncgate.yaml" >>"$WORK/syncgate.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    wait_http "http://127.0.0.1:$admin/readyz" syncgate
+    procs="$PID"
+    if [[ "$mode" == sub ]]; then
+      "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$port/api/ws" --sockets 1 --hold >/dev/null 2>&1 &
+      sub=$!
+      PIDS+=("$sub")
+      sleep 0.3
+    fi
+  fi
+  [[ "$METHOD" == POST ]] && script=(-s "$ROOT/bench/post.lua")
+  # shellcheck disable=SC2086 # one pid per word
+  ticks0="$(proc_ticks $procs)"
+  text="$(wrk -t1 -c32 -d"${DURATION}s" --latency "${script[@]}" "http://127.0.0.1:$port/api/projects")"
+  # shellcheck disable=SC2086
+  ticks1="$(proc_ticks $procs)"
+  [[ -n "$sub" ]] && stop "$sub"
+  stop "$PID"
+  python3 "$ROOT/bench/wrk_json.py" "$mode" "$METHOD" "$(( ticks1 - ticks0 ))" "$(getconf CLK_TCK)" \
+    <<<"$text" >>"$RESULTS"
+}
+
+echo "wrk -t1 -c32 -d${DURATION}s --latency, $METHOD, $ROUNDS rounds, modes $MODES (order reversed every other round)"
+RESULTS="$WORK/results.jsonl"
+order="${MODES//,/ }"
+reverse="$(tr ' ' '\n' <<<"$order" | tac | tr '\n' ' ')"
+for round in $(seq "$ROUNDS"); do
+  modes="$order"
+  (( round % 2 == 0 )) && modes="$reverse"
+  for mode in $modes; do
+    run "$mode"
+    python3 -c '
+import json, sys
+r = json.loads(sys.argv[2])
+print("round %2s %-8s %9.0f req/s  p50 %.3f  p99 %.3f ms  CPU %.2f µs" % (
+    sys.argv[1], r["peer"], r["rps"] or 0, r["p50_ms"] or 0, r["p99_ms"] or 0, r.get("cpu_us_per_request") or 0))
+' "$round" "$(tail -n 1 "$RESULTS")"
+  done
+done
+
+python3 - "$RESULTS" "$MODES" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+modes = sys.argv[2].split(",")
+base = [r for r in rows if r["peer"] == "nginx"]
+for mode in modes:
+    if mode == "nginx":
+        continue
+    mine = [r for r in rows if r["peer"] == mode]
+    parts = []
+    for label, field in (("req/s", "rps"), ("CPU per request", "cpu_us_per_request"), ("p99", "p99_ms")):
+        ratios = [m[field] / b[field] for m, b in zip(mine, base) if m.get(field) and b.get(field)]
+        if ratios:
+            parts.append(f"{label} {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
+    print(f"{mode} ÷ nginx, median of {len(mine)} rounds: " + "; ".join(parts))
+bad = [r for r in rows if r["errors"] or not r["rps"]]
+for r in bad:
+    print(f"bench/pairs.sh: {r['peer']} answered {r['errors']} requests with an error (or none at all)", file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
