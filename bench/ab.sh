@@ -49,13 +49,10 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, syncgate_yaml.
 source "$ROOT/bench/lib.sh"
 
-UP="127.0.0.1:$(free_port)"
-"$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://$UP/api/projects"
+start_upstream
 
 # One run: writes "requests/s cpu-µs-per-request" to $WORK/last.
 run() { # binary method

@@ -1,5 +1,5 @@
 # What bench/run.sh, bench/ab.sh and bench/pairs.sh share: the processes they started (stopped by
-# PID on exit), ports, readiness, nginx, and the sidecar's benchmark config. Sourced after WORK is
+# PID on exit), ports, readiness, the upstream, nginx, and the sidecar's benchmark config. Sourced after WORK is
 # set.
 
 PIDS=()
@@ -63,6 +63,16 @@ limits:
   send_queue: 4096
 ${4:-}
 YAML
+}
+
+# The fast upstream every scenario proxies to (LOADGEN's `upstream`, one thread): sets UP_PORT and
+# UP (host:port).
+start_upstream() {
+  UP_PORT="$(free_port)"
+  UP="127.0.0.1:$UP_PORT"
+  "$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
+  PIDS+=($!)
+  wait_http "http://$UP/api/projects" upstream
 }
 
 # nginx with the given server block body, on a fresh port (PORT, PID); UP is the upstream.

@@ -43,13 +43,10 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml, start_nginx_proxy.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, syncgate_yaml, start_nginx_proxy.
 source "$ROOT/bench/lib.sh"
 
-UP="127.0.0.1:$(free_port)"
-"$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://$UP/api/projects"
+start_upstream
 
 # The bench config with the mode's change: the subscriber's path moved away, or every event off.
 sidecar_yaml() { # mode port admin

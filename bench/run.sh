@@ -76,11 +76,7 @@ WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
 # PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml.
 source "$ROOT/bench/lib.sh"
 
-UP_PORT="$(free_port)"
-"$LOADGEN" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 >"$WORK/upstream.log" 2>&1 &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$UP_PORT/api/projects" upstream
-UP="127.0.0.1:$UP_PORT"
+start_upstream
 
 # Each start_* sets PID (the process tree to measure and stop) and PORT.
 
