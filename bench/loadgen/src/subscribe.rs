@@ -107,8 +107,8 @@ fn client_config(record: bool) -> WebSocketConfig {
     // Small buffers: the load generator holds tens of thousands of sockets too, and tungstenite
     // zero-fills up to this much before every read, so a large one costs every message. The REST
     // scenario's one held socket (`record` false) gets a run of events per wake-up instead (its
-    // proxy writes a turn's events at once); read 512 bytes at a time, it cost that scenario's
-    // cores about 2 µs per POST of the load generator's own work.
+    // proxy writes a turn's events at once): read 512 bytes at a time, it took 1.7–1.8 µs of
+    // the scenario's two cores per POST, 1.4–1.5 µs at 8 KiB (BENCHMARKS.md, eleventh pass).
     let mut cfg = WebSocketConfig::default();
     cfg.read_buffer_size = if record { 512 } else { 8 * 1024 };
     cfg.write_buffer_size = 0;
