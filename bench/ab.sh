@@ -49,7 +49,8 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, start_upstream, syncgate_yaml.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
+# syncgate_yaml.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -64,14 +65,12 @@ run() { # binary method
   sg=$!
   PIDS+=("$sg")
   wait_http "http://127.0.0.1:$admin/readyz"
-  "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$port/api/ws" --sockets 1 --hold >/dev/null 2>&1 &
-  sub=$!
-  PIDS+=("$sub")
-  sleep 0.3
+  hold_subscriber "$port"
+  sub="$SUB"
   [[ "$2" == POST ]] && script=(-s "$ROOT/bench/post.lua")
-  ticks0="$(awk '{print $14 + $15}' "/proc/$sg/stat")"
+  ticks0="$(tree_ticks "$sg")"
   text="$(wrk -t1 -c32 -d"${DURATION}s" "${script[@]}" "http://127.0.0.1:$port/api/projects")"
-  ticks1="$(awk '{print $14 + $15}' "/proc/$sg/stat")"
+  ticks1="$(tree_ticks "$sg")"
   stop "$sub"
   stop "$sg"
   python3 -c '

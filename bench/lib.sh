@@ -1,5 +1,6 @@
 # What bench/run.sh, bench/ab.sh and bench/pairs.sh share: the processes they started (stopped by
-# PID on exit), ports, readiness, the upstream, nginx, and the sidecar's benchmark config. Sourced after WORK is
+# PID on exit), ports, readiness, the upstream, the held subscriber, CPU time, nginx, and the
+# sidecar's benchmark config. Sourced after WORK is
 # set.
 
 PIDS=()
@@ -73,6 +74,33 @@ start_upstream() {
   "$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://$UP/api/projects" upstream
+}
+
+# The REST scenario's one subscriber on syncgate's socket at 127.0.0.1:PORT, held open (SUB),
+# given a moment to subscribe before the load starts.
+hold_subscriber() { # port
+  "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$1/api/ws" --sockets 1 --hold >/dev/null 2>&1 &
+  SUB=$!
+  PIDS+=("$SUB")
+  sleep 0.3
+}
+
+# CPU time (user + system, clock ticks) of a process and all its descendants, from /proc alone
+# (one pass over every process's stat line: pid, (command), state, parent, ..., utime, stime).
+# A process that exits between the glob and the read makes `cat` fail; under pipefail that
+# failure would end the whole run, so it is ignored (that process is not ours to count).
+tree_ticks() { # pid
+  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
+    { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; ticks[pid] = $12 + $13 }
+    END {
+      n = 0
+      for (p in parent) {
+        q = p
+        while (q != root && (q in parent) && q + 0 > 1) q = parent[q]
+        if (q == root) n += ticks[p]
+      }
+      print n
+    }'
 }
 
 # nginx with the given server block body, on a fresh port (PORT, PID); UP is the upstream.

@@ -43,7 +43,8 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, start_upstream, syncgate_yaml, start_nginx_proxy.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
+# syncgate_yaml, start_nginx_proxy.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -61,19 +62,12 @@ sys.stdout.write(text)
 ' "$1"
 }
 
-proc_ticks() { # pids...
-  local n=0 p
-  for p in "$@"; do n=$(( n + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done
-  echo "$n"
-}
-
 # One run: appends its JSON line (bench/wrk_json.py) to RESULTS.
 run() { # mode
-  local mode="$1" port admin sub="" procs ticks0 ticks1 text script=()
+  local mode="$1" port admin sub="" ticks0 ticks1 text script=()
   if [[ "$mode" == nginx ]]; then
     start_nginx_proxy
     port="$PORT"
-    procs="$(pgrep -P "$PID" || true) $PID"
   else
     port="$(free_port)"
     admin="$(free_port)"
@@ -82,20 +76,16 @@ run() { # mode
     PID=$!
     PIDS+=("$PID")
     wait_http "http://127.0.0.1:$admin/readyz" syncgate
-    procs="$PID"
     if [[ "$mode" == sub ]]; then
-      "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$port/api/ws" --sockets 1 --hold >/dev/null 2>&1 &
-      sub=$!
-      PIDS+=("$sub")
-      sleep 0.3
+      hold_subscriber "$port"
+      sub="$SUB"
     fi
   fi
   [[ "$METHOD" == POST ]] && script=(-s "$ROOT/bench/post.lua")
-  # shellcheck disable=SC2086 # one pid per word
-  ticks0="$(proc_ticks $procs)"
+  # The proxy's process tree: nginx's master and workers, or the sidecar.
+  ticks0="$(tree_ticks "$PID")"
   text="$(wrk -t1 -c32 -d"${DURATION}s" --latency "${script[@]}" "http://127.0.0.1:$port/api/projects")"
-  # shellcheck disable=SC2086
-  ticks1="$(proc_ticks $procs)"
+  ticks1="$(tree_ticks "$PID")"
   [[ -n "$sub" ]] && stop "$sub"
   stop "$PID"
   python3 "$ROOT/bench/wrk_json.py" "$mode" "$METHOD" "$(( ticks1 - ticks0 ))" "$(getconf CLK_TCK)" \

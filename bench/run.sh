@@ -73,7 +73,8 @@ RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
 
-# PIDS, cleanup, stop, free_port, wait_http, syncgate_yaml.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
+# syncgate_yaml, start_nginx.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -186,24 +187,6 @@ record_as() { # scenario loadgen-json-line
 
 # --- REST proxying --------------------------------------------------------------------------------
 
-# CPU time (user + system, clock ticks) of a process and all its descendants, from /proc alone
-# (one pass over every process's stat line: pid, (command), state, parent, ..., utime, stime).
-# A process that exits between the glob and the read makes `cat` fail; under pipefail that
-# failure would end the whole run, so it is ignored (that process is not ours to count).
-tree_ticks() { # pid
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { pid = $1; sub(/^.*\) /, ""); parent[pid] = $2; ticks[pid] = $12 + $13 }
-    END {
-      n = 0
-      for (p in parent) {
-        q = p
-        while (q != root && (q in parent) && q + 0 > 1) q = parent[q]
-        if (q == root) n += ticks[p]
-      }
-      print n
-    }'
-}
-
 wrk_run() { # label method url [pid of the peer, for its CPU time]
   local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
   [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
@@ -233,9 +216,8 @@ scenario_rest() {
         syncgate)
           start_syncgate
           # With its event rules on and a subscriber connected, as in production.
-          "$LOADGEN" subscribe --peer syncgate --urls "ws://127.0.0.1:$PORT/api/ws" --sockets 1 --hold >/dev/null &
-          sub=$!
-          PIDS+=("$sub")
+          hold_subscriber "$PORT"
+          sub="$SUB"
           ;;
       esac
       for method in GET POST GET-browser; do
