@@ -49,8 +49,8 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
-# syncgate_yaml.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, start_sidecar, hold_subscriber,
+# tree_ticks, syncgate_yaml.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -61,10 +61,8 @@ run() { # binary method
   port="$(free_port)"
   admin="$(free_port)"
   syncgate_yaml "$port" "$admin" "$UP" >"$WORK/syncgate.yaml"
-  RUST_LOG=warn "$1" --config "$WORK/syncgate.yaml" >>"$WORK/syncgate.log" 2>&1 &
-  sg=$!
-  PIDS+=("$sg")
-  wait_http "http://127.0.0.1:$admin/readyz"
+  start_sidecar "$1" "$WORK/syncgate.yaml" "$admin"
+  sg="$PID"
   hold_subscriber "$port"
   sub="$SUB"
   [[ "$2" == POST ]] && script=(-s "$ROOT/bench/post.lua")

@@ -1,5 +1,5 @@
 # What bench/run.sh, bench/ab.sh and bench/pairs.sh share: the processes they started (stopped by
-# PID on exit), ports, readiness, the upstream, the held subscriber, CPU time, nginx, and the
+# PID on exit), ports, readiness, the upstream, the sidecar, the held subscriber, CPU time, nginx, and the
 # sidecar's benchmark config. Sourced after WORK is
 # set.
 
@@ -74,6 +74,14 @@ start_upstream() {
   "$LOADGEN" upstream --listen "$UP" --threads 1 >"$WORK/upstream.log" 2>&1 &
   PIDS+=($!)
   wait_http "http://$UP/api/projects" upstream
+}
+
+# A sidecar from BINARY with the config file CONFIG (its admin port ADMIN), once it is ready (PID).
+start_sidecar() { # binary config admin
+  RUST_LOG=warn "$1" --config "$2" >>"$WORK/syncgate.log" 2>&1 &
+  PID=$!
+  PIDS+=("$PID")
+  wait_http "http://127.0.0.1:$3/readyz" syncgate
 }
 
 # The REST scenario's one subscriber on syncgate's socket at 127.0.0.1:PORT, held open (SUB),

@@ -43,8 +43,8 @@ if [[ -z "${LOADGEN:-}" ]]; then
 fi
 
 WORK="$(mktemp -d)"
-# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
-# syncgate_yaml, start_nginx_proxy.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, start_sidecar, hold_subscriber,
+# tree_ticks, syncgate_yaml, start_nginx_proxy.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -72,10 +72,7 @@ run() { # mode
     port="$(free_port)"
     admin="$(free_port)"
     sidecar_yaml "$mode" "$port" "$admin" >"$WORK/syncgate.yaml"
-    RUST_LOG=warn "$SYNCGATE" --config "$WORK/syncgate.yaml" >>"$WORK/syncgate.log" 2>&1 &
-    PID=$!
-    PIDS+=("$PID")
-    wait_http "http://127.0.0.1:$admin/readyz" syncgate
+    start_sidecar "$SYNCGATE" "$WORK/syncgate.yaml" "$admin"
     if [[ "$mode" == sub ]]; then
       hold_subscriber "$port"
       sub="$SUB"

@@ -73,8 +73,8 @@ RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
 
-# PIDS, cleanup, stop, free_port, wait_http, start_upstream, hold_subscriber, tree_ticks,
-# syncgate_yaml, start_nginx.
+# PIDS, cleanup, stop, free_port, wait_http, start_upstream, start_sidecar, hold_subscriber,
+# tree_ticks, syncgate_yaml, start_nginx.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -85,11 +85,8 @@ start_syncgate() { # [extra yaml]
   PORT="$(free_port)"
   local admin; admin="$(free_port)"
   syncgate_yaml "$PORT" "$admin" "$UP" "${1:-}" >"$WORK/syncgate-$PORT.yaml"
-  RUST_LOG=warn SYNCGATE_WORKERS="${SG_WORKERS:-$(nproc)}" "$SYNCGATE" --config "$WORK/syncgate-$PORT.yaml" >"$WORK/syncgate-$PORT.log" 2>&1 &
-  PID=$!
-  PIDS+=("$PID")
   ADMIN="$admin"
-  wait_http "http://127.0.0.1:$admin/readyz" syncgate
+  SYNCGATE_WORKERS="${SG_WORKERS:-$(nproc)}" start_sidecar "$SYNCGATE" "$WORK/syncgate-$PORT.yaml" "$admin"
 }
 
 start_nchan() { # workers [extra ports, each listened on with reuseport]
