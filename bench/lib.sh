@@ -1,7 +1,6 @@
 # What bench/run.sh, bench/ab.sh and bench/pairs.sh share: the processes they started (stopped by
-# PID on exit), ports, readiness, the upstream, the sidecar, the held subscriber, CPU time, nginx, and the
-# sidecar's benchmark config. Sourced after WORK is
-# set.
+# PID on exit), ports, readiness, the upstream, the sidecar, the held subscriber, CPU time, a wrk
+# run, nginx, and the sidecar's benchmark config. Sourced after WORK is set.
 
 PIDS=()
 cleanup() {
@@ -109,6 +108,19 @@ tree_ticks() { # pid
       }
       print n
     }'
+}
+
+# One REST run (wrk -t1 -cCONNS -dDURATION --latency; POST and GET-browser with their scripts),
+# appended to RESULTS as bench/wrk_json.py's line, with the peer's CPU when its PID is given.
+wrk_run() { # label method url [pid of the peer, for its CPU time]
+  local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
+  [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
+  [[ "$method" == GET-browser ]] && script=(-s "$ROOT/bench/browser.lua")
+  [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
+  text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
+  [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"
+  python3 "$ROOT/bench/wrk_json.py" "$label" "$method" "$(( after - before ))" "$(getconf CLK_TCK)" \
+    <<<"$text" >>"$RESULTS"
 }
 
 # nginx with the given server block body, on a fresh port (PORT, PID); UP is the upstream.

@@ -3,7 +3,8 @@
 # up to three configs, run back to back in each round (the order reversed every other round), so
 # that one machine's drift falls on all of them alike.
 #
-#   bench/pairs.sh [--rounds 10] [--duration 8] [--modes nginx,sub,nosub,noevent] [--method POST]
+#   bench/pairs.sh [--rounds 10] [--duration 8] [--modes nginx,sub,nosub,noevent]
+#                  [--method POST|GET|GET-browser]
 #
 # Modes (the REST scenario's wrk -t1 -c32 --latency against the same upstream):
 #   nginx    the reverse proxy of bench/run.sh
@@ -44,7 +45,7 @@ fi
 
 WORK="$(mktemp -d)"
 # PIDS, cleanup, stop, free_port, wait_http, start_upstream, start_sidecar, hold_subscriber,
-# tree_ticks, syncgate_yaml, start_nginx_proxy.
+# wrk_run, syncgate_yaml, start_nginx_proxy.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -64,7 +65,7 @@ sys.stdout.write(text)
 
 # One run: appends its JSON line (bench/wrk_json.py) to RESULTS.
 run() { # mode
-  local mode="$1" port admin sub="" ticks0 ticks1 text script=()
+  local mode="$1" port admin sub=""
   if [[ "$mode" == nginx ]]; then
     start_nginx_proxy
     port="$PORT"
@@ -78,19 +79,15 @@ run() { # mode
       sub="$SUB"
     fi
   fi
-  [[ "$METHOD" == POST ]] && script=(-s "$ROOT/bench/post.lua")
-  # The proxy's process tree: nginx's master and workers, or the sidecar.
-  ticks0="$(tree_ticks "$PID")"
-  text="$(wrk -t1 -c32 -d"${DURATION}s" --latency "${script[@]}" "http://127.0.0.1:$port/api/projects")"
-  ticks1="$(tree_ticks "$PID")"
+  # CPU of the proxy's process tree: nginx's master and workers, or the sidecar.
+  wrk_run "$mode" "$METHOD" "http://127.0.0.1:$port/api/projects" "$PID"
   [[ -n "$sub" ]] && stop "$sub"
   stop "$PID"
-  python3 "$ROOT/bench/wrk_json.py" "$mode" "$METHOD" "$(( ticks1 - ticks0 ))" "$(getconf CLK_TCK)" \
-    <<<"$text" >>"$RESULTS"
 }
 
-echo "wrk -t1 -c32 -d${DURATION}s --latency, $METHOD, $ROUNDS rounds, modes $MODES (order reversed every other round)"
+CONNS=32
 RESULTS="$WORK/results.jsonl"
+echo "wrk -t1 -c$CONNS -d${DURATION}s --latency, $METHOD, $ROUNDS rounds, modes $MODES (order reversed every other round)"
 order="${MODES//,/ }"
 reverse="$(tr ' ' '\n' <<<"$order" | tac | tr '\n' ' ')"
 for round in $(seq "$ROUNDS"); do

@@ -74,7 +74,7 @@ RESULTS="$OUT/results.jsonl"
 WORK="$(mktemp -d /tmp/syncgate-bench.XXXXXX)"
 
 # PIDS, cleanup, stop, free_port, wait_http, start_upstream, start_sidecar, hold_subscriber,
-# tree_ticks, syncgate_yaml, start_nginx.
+# tree_ticks, wrk_run, syncgate_yaml, start_nginx.
 source "$ROOT/bench/lib.sh"
 
 start_upstream
@@ -183,17 +183,6 @@ record_as() { # scenario loadgen-json-line
 }
 
 # --- REST proxying --------------------------------------------------------------------------------
-
-wrk_run() { # label method url [pid of the peer, for its CPU time]
-  local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
-  [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
-  [[ "$method" == GET-browser ]] && script=(-s "$ROOT/bench/browser.lua")
-  [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
-  text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
-  [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"
-  python3 "$ROOT/bench/wrk_json.py" "$label" "$method" "$(( after - before ))" "$(getconf CLK_TCK)" \
-    <<<"$text" >>"$RESULTS"
-}
 
 scenario_rest() {
   echo "== REST proxying: wrk -t1 -c$CONNS -d${DURATION}s, $ROUNDS rounds, interleaved"
