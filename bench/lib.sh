@@ -110,14 +110,18 @@ tree_ticks() { # pid
     }'
 }
 
-# One REST run (wrk -t1 -cCONNS -dDURATION --latency; POST and GET-browser with their scripts),
-# appended to RESULTS as bench/wrk_json.py's line, with the peer's CPU when its PID is given.
+# One REST run (wrk -t1 -cCONNS -dDURATION --latency; POST and GET-browser with their scripts,
+# every method with bench/latency.lua's histogram), appended to RESULTS as bench/wrk_json.py's
+# line, with the peer's CPU when its PID is given.
 wrk_run() { # label method url [pid of the peer, for its CPU time]
-  local label="$1" method="$2" url="$3" pid="${4:-}" script=() text before=0 after=0
-  [[ "$method" == POST ]] && script=(-s "$ROOT/bench/post.lua")
-  [[ "$method" == GET-browser ]] && script=(-s "$ROOT/bench/browser.lua")
+  local label="$1" method="$2" url="$3" pid="${4:-}" script="$WORK/wrk-$2.lua" text before=0 after=0
+  case "$method" in
+    POST) cat "$ROOT/bench/post.lua" "$ROOT/bench/latency.lua" >"$script" ;;
+    GET-browser) cat "$ROOT/bench/browser.lua" "$ROOT/bench/latency.lua" >"$script" ;;
+    *) cp "$ROOT/bench/latency.lua" "$script" ;;
+  esac
   [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
-  text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${script[@]}" "$url")"
+  text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url")"
   [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"
   python3 "$ROOT/bench/wrk_json.py" "$label" "$method" "$(( after - before ))" "$(getconf CLK_TCK)" \
     <<<"$text" >>"$RESULTS"

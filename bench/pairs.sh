@@ -12,7 +12,8 @@
 #   nosub    the same events built, numbered and stored, but nobody subscribed
 #   noevent  no event rule and the convention off: a plain proxy
 # Prints each run (requests/s, p50 and p99 ms, CPU µs per request of the proxy's processes), then
-# per mode the median over rounds of its ratio to nginx in the same round, with the range.
+# per mode the median over rounds of its ratio to nginx in the same round, with the range, and
+# the p99 of all its rounds' requests together against nginx's (bench/report.py's `pooled`).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -104,8 +105,10 @@ print("round %2s %-8s %9.0f req/s  p50 %.3f  p99 %.3f ms  CPU %.2f µs" % (
   done
 done
 
-python3 - "$RESULTS" "$MODES" <<'PY'
+python3 - "$RESULTS" "$MODES" "$ROOT/bench" <<'PY'
 import json, statistics, sys
+sys.path.insert(0, sys.argv[3])
+from report import pooled
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 modes = sys.argv[2].split(",")
 base = [r for r in rows if r["peer"] == "nginx"]
@@ -118,6 +121,9 @@ for mode in modes:
         ratios = [m[field] / b[field] for m, b in zip(mine, base) if m.get(field) and b.get(field)]
         if ratios:
             parts.append(f"{label} {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
+    mine_all, base_all = pooled(mine), pooled(base)
+    if mine_all and base_all:
+        parts.append(f"p99 of all rounds' requests {mine_all:.3f} ms against {base_all:.3f}: {mine_all / base_all:.2f}×")
     print(f"{mode} ÷ nginx, median of {len(mine)} rounds: " + "; ".join(parts))
 bad = [r for r in rows if r["errors"] or not r["rps"]]
 for r in bad:

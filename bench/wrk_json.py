@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Turns wrk's --latency text (stdin) into one JSON result line: requests/s, p50/p99 ms, errors,
-and, given the peer's CPU clock ticks over the run and the tick rate, its CPU µs per request."""
+the whole latency histogram when bench/latency.lua printed it (`latency_us`: [µs, count] pairs,
+which bench/report.py pools over rounds), and, given the peer's CPU clock ticks over the run and
+the tick rate, its CPU µs per request."""
 import json
 import re
 import sys
@@ -30,6 +32,10 @@ def main():
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     errors += sum(int(g) for g in m.groups()) if m else 0
     out["errors"] = errors
+    m = re.search(r"^latency-histogram (\S*)$", text, re.M)
+    if m:
+        out["latency_us"] = [[int(v), int(n)] for v, n in
+                             (pair.split(":") for pair in m.group(1).split(",") if pair)]
     if len(sys.argv) > 4 and out["requests"] and int(sys.argv[3]) > 0:
         ticks, per_s = int(sys.argv[3]), int(sys.argv[4])
         out["cpu_us_per_request"] = ticks / per_s * 1e6 / out["requests"]
