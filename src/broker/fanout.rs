@@ -15,21 +15,28 @@ use super::{Delivery, Event, Subscriber};
 use crate::workers;
 
 pub struct FanOut {
-    /// One batch per loop, or empty when no loops are installed.
+    /// One batch per loop once an offer is queued (every event is fanned out, most channels
+    /// have nobody on them, and an empty fan-out then costs no allocation); empty until then.
     batches: Vec<Vec<workers::Offer>>,
 }
 
 impl FanOut {
     pub fn new() -> FanOut {
         FanOut {
-            batches: (0..workers::loop_count()).map(|_| Vec::new()).collect(),
+            batches: Vec::new(),
         }
     }
 
     /// Offers `event` to `sub` now, or queues it for `sub`'s loop; a queued offer answers
     /// `Queued` (its queue-full cut-off is decided on arrival).
     pub fn offer(&mut self, sub: &Subscriber, event: &Arc<Event>) -> Delivery {
-        let Some(batch) = sub.home().and_then(|home| self.batches.get_mut(home)) else {
+        let Some(home) = sub.home() else {
+            return sub.offer(event);
+        };
+        if self.batches.is_empty() {
+            self.batches = (0..workers::loop_count()).map(|_| Vec::new()).collect();
+        }
+        let Some(batch) = self.batches.get_mut(home) else {
             return sub.offer(event);
         };
         if sub.is_gone() {
