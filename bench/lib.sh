@@ -114,12 +114,12 @@ tree_ticks() { # pid
 # every method with bench/latency.lua's histogram), appended to RESULTS as bench/wrk_json.py's
 # line, with the peer's CPU when its PID is given.
 wrk_run() { # label method url [pid of the peer, for its CPU time]
-  local label="$1" method="$2" url="$3" pid="${4:-}" script="$WORK/wrk-$2.lua" text before=0 after=0
-  case "$method" in
-    POST) cat "$ROOT/bench/post.lua" "$ROOT/bench/latency.lua" >"$script" ;;
-    GET-browser) cat "$ROOT/bench/browser.lua" "$ROOT/bench/latency.lua" >"$script" ;;
-    *) cp "$ROOT/bench/latency.lua" "$script" ;;
-  esac
+  local label="$1" method="$2" url="$3" pid="${4:-}" script="$WORK/wrk-$2.lua" base=() text before=0 after=0
+  if [[ ! -f "$script" ]]; then # made once per method and run of the suite
+    [[ "$method" == POST ]] && base=("$ROOT/bench/post.lua")
+    [[ "$method" == GET-browser ]] && base=("$ROOT/bench/browser.lua")
+    cat "${base[@]}" "$ROOT/bench/latency.lua" >"$script"
+  fi
   [[ -n "$pid" ]] && before="$(tree_ticks "$pid")"
   text="$(wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url")"
   [[ -n "$pid" ]] && after="$(tree_ticks "$pid")"

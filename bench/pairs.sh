@@ -108,7 +108,7 @@ done
 python3 - "$RESULTS" "$MODES" "$ROOT/bench" <<'PY'
 import json, statistics, sys
 sys.path.insert(0, sys.argv[3])
-from report import pooled
+from report import pooled, round_ratios
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 modes = sys.argv[2].split(",")
 base = [r for r in rows if r["peer"] == "nginx"]
@@ -118,7 +118,7 @@ for mode in modes:
     mine = [r for r in rows if r["peer"] == mode]
     parts = []
     for label, field in (("req/s", "rps"), ("CPU per request", "cpu_us_per_request"), ("p99", "p99_ms")):
-        ratios = [m[field] / b[field] for m, b in zip(mine, base) if m.get(field) and b.get(field)]
+        ratios = [x for x in round_ratios(mine, base, field) if x is not None]
         if ratios:
             parts.append(f"{label} {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
     mine_all, base_all = pooled(mine), pooled(base)

@@ -68,12 +68,17 @@ def pooled(rs, quantile=0.99):
     return None
 
 
+def round_ratios(rs, ng, field):
+    """This peer's figure over nginx's, round by round (None where either is missing). Rows are
+    in run order, so the k-th row of each peer belongs to round k."""
+    return [r[field] / n[field] if r.get(field) and n.get(field) else None for r, n in zip(rs, ng)]
+
+
 def paired(rs, ng, field):
     """Median over rounds of this peer's figure over nginx's in the same round: the machine's
     speed drifts between rounds (nginx itself varied 1.5x across one run), and a ratio taken
-    within a round cancels that drift where a ratio of medians does not. Rows are in run order,
-    so the k-th row of each peer belongs to round k."""
-    return med(r[field] / n[field] for r, n in zip(rs, ng) if r.get(field) and n.get(field))
+    within a round cancels that drift where a ratio of medians does not."""
+    return med(round_ratios(rs, ng, field))
 
 
 def rest_table(rows):
@@ -117,8 +122,7 @@ def rounds_table(rows, peer="syncgate"):
     for method in ("GET", "POST", "GET-browser"):
         ng, rs = by.get(("nginx", method), []), by.get((peer, method), [])
         for label, field in (("req/s", "rps"), ("CPU", "cpu_us_per_request"), ("p99", "p99_ms")):
-            ratios = [r[field] / n[field] if r.get(field) and n.get(field) else None
-                      for r, n in zip(rs, ng)]
+            ratios = round_ratios(rs, ng, field)
             if not any(ratios):
                 continue
             width = max(width, len(ratios))
