@@ -7,11 +7,11 @@ use clap::{Parser, Subcommand};
 use syncgate::config::{Config, LogFormat};
 use syncgate::reload::ConfigWatch;
 
-/// mimalloc: a proxied request allocates a few dozen small blocks (header maps, buffers, the
-/// event's parts) and frees them on the same thread; glibc's malloc spent about a tenth of a
-/// GET's instructions on them.
+mod allocator;
+
+/// mimalloc, for the reasons `allocator` gives.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: allocator::Mimalloc = allocator::Mimalloc;
 
 #[derive(Parser)]
 #[command(
