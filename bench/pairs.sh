@@ -13,7 +13,8 @@
 #   noevent  no event rule and the convention off: a plain proxy
 # Prints each run (requests/s, p50 and p99 ms, CPU µs per request of the proxy's processes), then
 # per mode the median over rounds of its ratio to nginx in the same round, with the range, and
-# the p99 of all its rounds' requests together against nginx's (bench/report.py's `pooled`).
+# the p99 of all its rounds' requests together against nginx's (bench/report.py's `pooled`), and
+# each mode's tail over all its requests (p90, p99.9, the share over 1 ms).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,7 +109,7 @@ done
 python3 - "$RESULTS" "$MODES" "$ROOT/bench" <<'PY'
 import json, statistics, sys
 sys.path.insert(0, sys.argv[3])
-from report import pooled, round_ratios
+from report import pooled, round_ratios, share_over
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 modes = sys.argv[2].split(",")
 base = [r for r in rows if r["peer"] == "nginx"]
@@ -125,6 +126,14 @@ for mode in modes:
     if mine_all and base_all:
         parts.append(f"p99 of all rounds' requests {mine_all:.3f} ms against {base_all:.3f}: {mine_all / base_all:.2f}×")
     print(f"{mode} ÷ nginx, median of {len(mine)} rounds: " + "; ".join(parts))
+tails = []
+for mode in modes:
+    mine = [r for r in rows if r["peer"] == mode]
+    p90, p999, over1 = pooled(mine, 0.90), pooled(mine, 0.999), share_over(mine, 1)
+    if p90 is not None and p999 is not None and over1 is not None:
+        tails.append(f"{mode} p90 {p90:.3f}, p99.9 {p999:.3f} ms, {over1:.2f}% over 1 ms")
+if tails:
+    print("the tail, all rounds' requests: " + "; ".join(tails))
 bad = [r for r in rows if r["errors"] or not r["rps"]]
 for r in bad:
     print(f"bench/pairs.sh: {r['peer']} answered {r['errors']} requests with an error (or none at all)", file=sys.stderr)

@@ -68,6 +68,22 @@ def pooled(rs, quantile=0.99):
     return None
 
 
+def share_over(rs, ms):
+    """The share (%) of every request of every round together that took longer than `ms`: where
+    a p99 sits is decided by how many requests land in the tail, and this counts them (a proxy
+    whose tail is one slow round and one whose every round has a few more slow requests give the
+    same p99 and a different share). None unless every round has its histogram."""
+    if not rs or any(not r.get("latency_us") for r in rs):
+        return None
+    total = slow = 0
+    for r in rs:
+        for value, n in r["latency_us"]:
+            total += n
+            if value > ms * 1000:
+                slow += n
+    return 100 * slow / total if total else None
+
+
 def round_ratios(rs, ng, field):
     """This peer's figure over nginx's, round by round (None where either is missing). Rows are
     in run order, so the k-th row of each peer belongs to round k."""

@@ -131,7 +131,16 @@ banner "benchmark suite, smoke mode (bench/run.sh --smoke)"
 BENCH_OUT="$(mktemp -d)" bench/run.sh --smoke
 # The before/after comparison (BENCHMARKS.md), one short pair of the debug build against itself.
 LOADGEN="$ROOT/target/debug/syncgate-loadgen" bench/ab.sh target/debug/syncgate target/debug/syncgate --pairs 1 --duration 1
-# nginx against the sidecar's configs (BENCHMARKS.md), one short round of each on the debug build.
-SYNCGATE="$ROOT/target/debug/syncgate" LOADGEN="$ROOT/target/debug/syncgate-loadgen" bench/pairs.sh --rounds 1 --duration 1
+# nginx against the sidecar's configs (BENCHMARKS.md), one short round of each on the debug build;
+# its summary must give every mode's pooled p99 and tail (they come from wrk's histograms).
+pairs_out="$(SYNCGATE="$ROOT/target/debug/syncgate" LOADGEN="$ROOT/target/debug/syncgate-loadgen" \
+  bench/pairs.sh --rounds 1 --duration 1)"
+echo "$pairs_out"
+for mode in sub nosub noevent; do
+  grep -q "^$mode ÷ nginx, .*p99 of all rounds' requests" <<<"$pairs_out" \
+    || { echo "bench/pairs.sh gave no pooled p99 for $mode" >&2; exit 1; }
+  grep -q "^the tail, all rounds' requests: .*$mode p90 [0-9.]*, p99.9 [0-9.]* ms, [0-9.]*% over 1 ms" <<<"$pairs_out" \
+    || { echo "bench/pairs.sh gave no tail for $mode" >&2; exit 1; }
+done
 
 banner "all tests passed"

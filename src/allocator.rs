@@ -6,8 +6,8 @@
 //! on them. The `mimalloc` crate's own allocator passes every block through `mi_malloc_aligned`,
 //! whose checks cost about 30 instructions more per block than `mi_malloc_small`'s inlined fast
 //! path, and sends blocks over 1 KiB down its slow aligned path. A POST allocates about 17
-//! blocks: 730 instructions through the crate, 220 here (callgrind; BENCHMARKS.md, thirteenth
-//! pass).
+//! blocks: about 730 instructions through the crate, 265 here (callgrind; BENCHMARKS.md,
+//! thirteenth pass).
 //!
 //! mimalloc's `mi_malloc` is a C `malloc`: every block is word-aligned, and a block whose size is
 //! a multiple of 16 is 16-aligned. A Rust layout's size is a multiple of its alignment, so that
