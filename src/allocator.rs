@@ -30,6 +30,8 @@ const SMALL: usize = 128 * WORD;
 /// Word alignment, which every mimalloc block has whatever its size.
 const WORD: usize = std::mem::size_of::<usize>();
 
+/// mimalloc as the binary's `#[global_allocator]`; a type of our own so that the entry points
+/// are chosen per block (see the module's doc).
 pub struct Mimalloc;
 
 /// Whether `mi_malloc` and `mi_realloc` give a block of `size` bytes at least `align`.
