@@ -112,23 +112,24 @@ sys.path.insert(0, sys.argv[3])
 from report import pooled, round_ratios, share_over
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 modes = sys.argv[2].split(",")
-base = [r for r in rows if r["peer"] == "nginx"]
+by_mode = {mode: [r for r in rows if r["peer"] == mode] for mode in modes}
+base = by_mode["nginx"]
+base_all = pooled(base)
 for mode in modes:
     if mode == "nginx":
         continue
-    mine = [r for r in rows if r["peer"] == mode]
+    mine = by_mode[mode]
     parts = []
     for label, field in (("req/s", "rps"), ("CPU per request", "cpu_us_per_request"), ("p99", "p99_ms")):
         ratios = [x for x in round_ratios(mine, base, field) if x is not None]
         if ratios:
             parts.append(f"{label} {statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})")
-    mine_all, base_all = pooled(mine), pooled(base)
+    mine_all = pooled(mine)
     if mine_all and base_all:
         parts.append(f"p99 of all rounds' requests {mine_all:.3f} ms against {base_all:.3f}: {mine_all / base_all:.2f}×")
     print(f"{mode} ÷ nginx, median of {len(mine)} rounds: " + "; ".join(parts))
 tails = []
-for mode in modes:
-    mine = [r for r in rows if r["peer"] == mode]
+for mode, mine in by_mode.items():
     p90, p999, over1 = pooled(mine, 0.90), pooled(mine, 0.999), share_over(mine, 1)
     if p90 is not None and p999 is not None and over1 is not None:
         tails.append(f"{mode} p90 {p90:.3f}, p99.9 {p999:.3f} ms, {over1:.2f}% over 1 ms")

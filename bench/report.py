@@ -47,18 +47,26 @@ def load(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def pooled(rs, quantile=0.99):
-    """The latency (ms) at `quantile` of every request of every round together, from the
-    histograms bench/latency.lua records (nearest rank, as wrk's own percentiles). A single
-    round's p99 on this two-core VM moves by half from one round to the next with how the
-    scheduler fell; pooling weighs each round by its requests instead of letting the median
-    round decide. None unless every round has its histogram."""
+def histogram(rs):
+    """Every round's latency histogram (bench/latency.lua) merged: {µs: requests}. None unless
+    every round has one, so a figure taken from it never silently covers only some rounds."""
     if not rs or any(not r.get("latency_us") for r in rs):
         return None
     counts = defaultdict(int)
     for r in rs:
         for value, n in r["latency_us"]:
             counts[value] += n
+    return counts
+
+
+def pooled(rs, quantile=0.99):
+    """The latency (ms) at `quantile` of every request of every round together (nearest rank,
+    as wrk's own percentiles). A single round's p99 on this two-core VM moves by half from one
+    round to the next with how the scheduler fell; pooling weighs each round by its requests
+    instead of letting the median round decide."""
+    counts = histogram(rs)
+    if counts is None:
+        return None
     rank = math.ceil(quantile * sum(counts.values()))
     seen = 0
     for value in sorted(counts):
@@ -72,16 +80,12 @@ def share_over(rs, ms):
     """The share (%) of every request of every round together that took longer than `ms`: where
     a p99 sits is decided by how many requests land in the tail, and this counts them (a proxy
     whose tail is one slow round and one whose every round has a few more slow requests give the
-    same p99 and a different share). None unless every round has its histogram."""
-    if not rs or any(not r.get("latency_us") for r in rs):
+    same p99 and a different share)."""
+    counts = histogram(rs)
+    if not counts:
         return None
-    total = slow = 0
-    for r in rs:
-        for value, n in r["latency_us"]:
-            total += n
-            if value > ms * 1000:
-                slow += n
-    return 100 * slow / total if total else None
+    slow = sum(n for value, n in counts.items() if value > ms * 1000)
+    return 100 * slow / sum(counts.values())
 
 
 def round_ratios(rs, ng, field):
