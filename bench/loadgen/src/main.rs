@@ -4,6 +4,7 @@
 mod clock;
 mod fanout;
 mod floor;
+mod held;
 mod peer;
 mod rss;
 mod stats;
@@ -86,7 +87,8 @@ enum Cmd {
         sockets: usize,
         #[arg(long, default_value_t = 3000)]
         grace_ms: u64,
-        /// Hold the sockets open until killed (no result is printed).
+        /// Hold the sockets open until killed, drained without decoding (`held.rs`; no result
+        /// is printed).
         #[arg(long)]
         hold: bool,
     },
@@ -94,6 +96,20 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Subscribe {
+        peer,
+        urls,
+        sockets,
+        hold: true,
+        ..
+    } = &cli.command
+    {
+        if let Err(e) = held::run(*peer, urls, *sockets) {
+            eprintln!("syncgate-loadgen: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let threads = match &cli.command {
         Cmd::Upstream { threads, .. } => (*threads).max(1),
         _ => 1,
@@ -150,13 +166,12 @@ fn main() {
                 urls,
                 sockets,
                 grace_ms,
-                hold,
+                ..
             } => {
                 subscribe::run(subscribe::Shard {
                     peer,
                     urls,
                     sockets,
-                    hold,
                     grace: Duration::from_millis(grace_ms),
                 })
                 .await

@@ -22,8 +22,6 @@ pub struct Shard {
     pub urls: Vec<String>,
     pub sockets: usize,
     pub grace: Duration,
-    /// Keep the sockets open until killed instead of waiting for `DONE` on stdin.
-    pub hold: bool,
 }
 
 /// What one socket saw: (mutation id, delay µs) per message.
@@ -39,9 +37,8 @@ pub async fn run(shard: Shard) -> Result<(), String> {
         let url = shard.urls[i % shard.urls.len()].clone();
         let (peer, gate, ready, stop) =
             (shard.peer, gate.clone(), ready_tx.clone(), stop_rx.clone());
-        let record = !shard.hold;
         tasks.push(tokio::spawn(async move {
-            socket(peer, url, gate, ready, stop, record).await
+            socket(peer, url, gate, ready, stop).await
         }));
     }
     drop(ready_tx);
@@ -55,9 +52,6 @@ pub async fn run(shard: Shard) -> Result<(), String> {
     }
     say(&format!("READY {connected} {failed}"));
 
-    if shard.hold {
-        std::future::pending::<()>().await;
-    }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         if line.trim() == "DONE" {
@@ -103,14 +97,12 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn client_config(record: bool) -> WebSocketConfig {
+fn client_config() -> WebSocketConfig {
     // Small buffers: the load generator holds tens of thousands of sockets too, and tungstenite
-    // zero-fills up to this much before every read, so a large one costs every message. The REST
-    // scenario's one held socket (`record` false) gets a run of events per wake-up instead (its
-    // proxy writes a turn's events at once): read 512 bytes at a time, it took 1.7–1.8 µs of
-    // the scenario's two cores per POST, 1.4–1.5 µs at 8 KiB (BENCHMARKS.md, eleventh pass).
+    // zero-fills up to this much before every read, so a large one costs every message. (The
+    // REST scenario's held socket, which gets a run of events per wake-up, is `held.rs`'s.)
     let mut cfg = WebSocketConfig::default();
-    cfg.read_buffer_size = if record { 512 } else { 8 * 1024 };
+    cfg.read_buffer_size = 512;
     cfg.write_buffer_size = 0;
     cfg
 }
@@ -121,13 +113,10 @@ async fn socket(
     gate: Arc<Semaphore>,
     ready: tokio::sync::mpsc::Sender<bool>,
     mut stop: watch::Receiver<bool>,
-    // False for sockets only held open (`--hold`, the REST scenario's subscriber): nobody reads
-    // what they saw, and this process shares the cores with the proxy being measured.
-    record: bool,
 ) -> Seen {
     let mut seen = Seen::new();
     let permit = gate.acquire_owned().await;
-    let Some(mut ws) = connect(&url, record).await else {
+    let Some(mut ws) = connect(&url).await else {
         let _ = ready.send(false).await;
         return seen;
     };
@@ -164,9 +153,6 @@ async fn socket(
             }
             continue;
         }
-        if !record {
-            continue;
-        }
         if let Some((id, t)) = stamp(&text) {
             seen.push((id, arrived.saturating_sub(t).min(u32::MAX as u64) as u32));
         }
@@ -177,14 +163,13 @@ async fn socket(
     seen
 }
 
-async fn connect(url: &str, record: bool) -> Option<tokio_tungstenite::WebSocketStream<TcpStream>> {
+async fn connect(url: &str) -> Option<tokio_tungstenite::WebSocketStream<TcpStream>> {
     let authority = url.strip_prefix("ws://")?.split('/').next()?;
     let stream = TcpStream::connect(authority).await.ok()?;
     let _ = stream.set_nodelay(true);
-    let (ws, _) =
-        tokio_tungstenite::client_async_with_config(url, stream, Some(client_config(record)))
-            .await
-            .ok()?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(client_config()))
+        .await
+        .ok()?;
     Some(ws)
 }
 
