@@ -23,10 +23,33 @@ use crate::broker::{Event, Subscriber};
 /// An event for one subscriber, carried to the subscriber's loop (see `broker::FanOut`).
 pub type Offer = (Subscriber, Arc<Event>);
 
+/// One fan-out's offers for one loop. Most fan-outs reach one socket per loop (one user's tab,
+/// the REST benchmark's subscriber), and such an offer travels without a `Vec`: building one,
+/// and freeing it on the other loop, was a fifth of an event's hand-over (BENCHMARKS.md,
+/// fourteenth pass).
+pub enum Batch {
+    One(Offer),
+    Many(Vec<Offer>),
+}
+
+impl Batch {
+    /// `batch` with `offer` added (`None`: no batch yet).
+    pub fn push(batch: Option<Batch>, offer: Offer) -> Batch {
+        match batch {
+            None => Batch::One(offer),
+            Some(Batch::One(first)) => Batch::Many(vec![first, offer]),
+            Some(Batch::Many(mut offers)) => {
+                offers.push(offer);
+                Batch::Many(offers)
+            }
+        }
+    }
+}
+
 struct Loops {
     handles: Vec<Handle>,
     next: AtomicUsize,
-    relays: Vec<mpsc::UnboundedSender<Vec<Offer>>>,
+    relays: Vec<mpsc::UnboundedSender<Batch>>,
 }
 
 static LOOPS: OnceLock<Loops> = OnceLock::new();
@@ -73,7 +96,7 @@ pub fn loop_count() -> usize {
 }
 
 /// Hands a batch of offers to loop `home`'s relay task.
-pub fn relay(home: usize, batch: Vec<Offer>) {
+pub fn relay(home: usize, batch: Batch) {
     if let Some(tx) = LOOPS.get().and_then(|l| l.relays.get(home)) {
         let _ = tx.send(batch);
     }
@@ -94,7 +117,7 @@ const BURST_BATCHES: usize = 64;
 /// (BENCHMARKS.md, tenth pass). An idle loop's turn ends at once, so an event alone waits one
 /// look at the sockets (no timer). Behind by a whole burst, it does not wait again until it
 /// has caught up.
-async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
+async fn relay_task(mut rx: mpsc::UnboundedReceiver<Batch>) {
     let mut caught_up = true;
     while let Some(batch) = rx.recv().await {
         if caught_up {
@@ -122,9 +145,16 @@ async fn relay_task(mut rx: mpsc::UnboundedReceiver<Vec<Offer>>) {
     }
 }
 
-fn offer_all(batch: Vec<Offer>) {
-    for (sub, event) in batch {
-        sub.offer(&event);
+fn offer_all(batch: Batch) {
+    match batch {
+        Batch::One((sub, event)) => {
+            sub.offer(&event);
+        }
+        Batch::Many(offers) => {
+            for (sub, event) in offers {
+                sub.offer(&event);
+            }
+        }
     }
 }
 

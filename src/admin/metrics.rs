@@ -13,8 +13,9 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use super::histogram::{BOUNDS, ShardedHistogram};
 
 /// Content type of [`Metrics::encode`]'s output.
 ///
@@ -25,13 +26,13 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 
 /// Upper bounds for request latency through the proxy: sub-millisecond cache hits up to the default
 /// 30 s upstream timeout, so timeouts land in a bucket of their own rather than only in `+Inf`.
-const HTTP_BUCKETS: [f64; 15] = [
+const HTTP_BUCKETS: [f64; BOUNDS] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// Upper bounds for event delivery: in-process fan-out is tens of microseconds, a Redis hop a few
 /// milliseconds; anything beyond 5 s is a stuck consumer and only needs to show up as `+Inf`.
-const DELIVERY_BUCKETS: [f64; 15] = [
+const DELIVERY_BUCKETS: [f64; BOUNDS] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
@@ -144,14 +145,14 @@ pub struct Metrics {
     /// lookup hashes the labels with SipHash under a lock, a cost on every request that this
     /// index of handles to the same counters does not have.
     http_series: Box<[OnceLock<Counter>]>,
-    http_duration: Histogram,
+    http_duration: ShardedHistogram,
     upstream_errors: Family<KindLabel, Counter>,
     ws_connections: Gauge,
     sse_connections: Gauge,
     events_published: Family<TypeLabel, Counter>,
     /// `events_published`' series by type, likewise: the family's lookup also copies the type.
     event_series: RwLock<foldhash::HashMap<Box<str>, Counter>>,
-    event_delivery: Histogram,
+    event_delivery: ShardedHistogram,
     ws_dropped: Family<ReasonLabel, Counter>,
     broker_up: Gauge,
 }
@@ -167,7 +168,7 @@ impl Metrics {
             "HTTP requests answered by the proxy, by method and status",
             http_requests.clone(),
         );
-        let http_duration = Histogram::new(HTTP_BUCKETS);
+        let http_duration = ShardedHistogram::new(HTTP_BUCKETS);
         registry.register(
             "syncgate_http_request_duration_seconds",
             "Time from receiving a request to sending the response head",
@@ -197,7 +198,7 @@ impl Metrics {
             "Events published to the broker, by event type",
             events_published.clone(),
         );
-        let event_delivery = Histogram::new(DELIVERY_BUCKETS);
+        let event_delivery = ShardedHistogram::new(DELIVERY_BUCKETS);
         registry.register(
             "syncgate_event_delivery_seconds",
             "Time from the upstream's answer (event ts) to the event frame being written to a client",
@@ -257,7 +258,7 @@ impl Metrics {
         } else {
             family().inc();
         }
-        self.http_duration.observe(elapsed.as_secs_f64());
+        self.http_duration.observe(elapsed);
     }
 
     /// `syncgate_upstream_errors_total{kind}`; kind is `connect`, `timeout` or `protocol`.
@@ -312,7 +313,7 @@ impl Metrics {
 
     /// `syncgate_event_delivery_seconds`: from the upstream's answer (event ts) to the frame being written.
     pub fn observe_delivery(&self, elapsed: Duration) {
-        self.event_delivery.observe(elapsed.as_secs_f64());
+        self.event_delivery.observe(elapsed);
     }
 
     /// `syncgate_ws_dropped_total{reason}`; reason is `slow_consumer`, `resync`, `message_too_big`, `max_connections`, …
@@ -354,6 +355,13 @@ mod tests {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .map(str::to_owned)
+    }
+
+    #[test]
+    fn bucket_bounds_ascend_as_the_sharded_histogram_needs() {
+        for bounds in [HTTP_BUCKETS, DELIVERY_BUCKETS] {
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        }
     }
 
     #[test]

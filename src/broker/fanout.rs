@@ -9,15 +9,22 @@
 //! Order: a `FanOut` hands its batches over when dropped, and every caller drops it while still
 //! holding the lock that numbered the event, so a subscriber's offers reach it in `seq` order.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use super::{Delivery, Event, Subscriber};
-use crate::workers;
+use crate::workers::{self, Batch};
 
 pub struct FanOut {
-    /// One batch per loop once an offer is queued (every event is fanned out, most channels
-    /// have nobody on them, and an empty fan-out then costs no allocation); empty until then.
-    batches: Vec<Vec<workers::Offer>>,
+    /// A slot per loop once an offer is queued (every event is fanned out, most channels have
+    /// nobody on them, and an empty fan-out then costs nothing); empty until then.
+    batches: Vec<Option<Batch>>,
+}
+
+thread_local! {
+    /// The last fan-out's slots, every one emptied: the next fan-out on this thread takes them
+    /// rather than allocating its own (the batches leave for other loops; the slots never do).
+    static SPARE: Cell<Vec<Option<Batch>>> = const { Cell::new(Vec::new()) };
 }
 
 impl FanOut {
@@ -34,7 +41,8 @@ impl FanOut {
             return sub.offer(event);
         };
         if self.batches.is_empty() {
-            self.batches = (0..workers::loop_count()).map(|_| Vec::new()).collect();
+            self.batches = SPARE.take();
+            self.batches.resize_with(workers::loop_count(), || None);
         }
         let Some(batch) = self.batches.get_mut(home) else {
             return sub.offer(event);
@@ -45,7 +53,7 @@ impl FanOut {
         if sub.is_cut_off() {
             return Delivery::CutOff;
         }
-        batch.push((sub.clone(), Arc::clone(event)));
+        *batch = Some(Batch::push(batch.take(), (sub.clone(), Arc::clone(event))));
         Delivery::Queued
     }
 }
@@ -58,10 +66,14 @@ impl Default for FanOut {
 
 impl Drop for FanOut {
     fn drop(&mut self) {
+        if self.batches.is_empty() {
+            return;
+        }
         for (home, batch) in self.batches.iter_mut().enumerate() {
-            if !batch.is_empty() {
-                workers::relay(home, std::mem::take(batch));
+            if let Some(batch) = batch.take() {
+                workers::relay(home, batch);
             }
         }
+        SPARE.set(std::mem::take(&mut self.batches));
     }
 }
