@@ -24,9 +24,9 @@ use crate::broker::{Event, Subscriber};
 pub type Offer = (Subscriber, Arc<Event>);
 
 /// One fan-out's offers for one loop. Most fan-outs reach one socket per loop (one user's tab,
-/// the REST benchmark's subscriber), and such an offer travels without a `Vec`: building one,
-/// and freeing it on the other loop, was a fifth of an event's hand-over (BENCHMARKS.md,
-/// fourteenth pass).
+/// the REST benchmark's subscriber), and such an offer travels without a `Vec`: allocating one
+/// per event and loop, and freeing it on the other loop, cost about 130 instructions a POST
+/// (BENCHMARKS.md, fourteenth pass).
 pub enum Batch {
     One(Offer),
     Many(Vec<Offer>),

@@ -132,8 +132,14 @@ fn broadcast(subscribers: &Subscribers, payload: &[u8]) -> (usize, usize) {
 
 /// An unmasked server-to-client text frame (RFC 6455 section 5.2).
 fn text_frame(payload: &[u8]) -> Vec<u8> {
+    server_frame(0x1, payload)
+}
+
+/// An unmasked, final server-to-client frame with opcode `op` (also what `held`'s tests feed
+/// their reader).
+pub fn server_frame(op: u8, payload: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(payload.len() + 10);
-    frame.push(0x81);
+    frame.push(0x80 | op);
     match payload.len() {
         n if n < 126 => frame.push(n as u8),
         n if n <= u16::MAX as usize => {

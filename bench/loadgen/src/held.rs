@@ -237,23 +237,7 @@ fn invalid(message: String) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0x80 | op];
-        match payload.len() {
-            n @ 0..=125 => f.push(n as u8),
-            n if n <= 0xffff => {
-                f.push(126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(payload);
-        f
-    }
+    use crate::floor::server_frame as frame;
 
     /// Feeds `stream` in pieces of `step` bytes, as reads would return it; what `seen` got.
     fn walk_in_pieces(stream: &[u8], step: usize, text: bool) -> Vec<(u8, Vec<u8>)> {
