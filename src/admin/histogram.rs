@@ -58,6 +58,7 @@ impl ShardedHistogram {
         }
     }
 
+    /// Counts `elapsed` on this loop's shard (threads outside the loops share shard 0).
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let inner = &*self.inner;

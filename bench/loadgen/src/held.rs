@@ -209,18 +209,16 @@ fn header(data: &[u8]) -> Option<(u8, usize, usize)> {
     Some((b0 & 0x0f, header, len))
 }
 
-/// Sends one final frame, masked as a client must.
+/// Sends one final frame, masked as a client must. Everything this client sends (the
+/// subscribe message, pongs, a close) fits a one-byte length, as control frames must.
 fn send(stream: &mut TcpStream, op: u8, payload: &[u8]) -> io::Result<()> {
     const MASK: [u8; 4] = [0x5a, 0x17, 0xc3, 0x8e];
-    let mut frame = Vec::with_capacity(payload.len() + 8);
-    frame.push(0x80 | op);
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
+    let len = u8::try_from(payload.len())
+        .ok()
+        .filter(|&n| n <= 125)
+        .ok_or_else(|| invalid(format!("a {}-byte frame to send", payload.len())))?;
+    let mut frame = Vec::with_capacity(payload.len() + 6);
+    frame.extend_from_slice(&[0x80 | op, 0x80 | len]);
     frame.extend_from_slice(&MASK);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
     stream.write_all(&frame)
