@@ -8,37 +8,47 @@
 
 use std::sync::{Mutex, PoisonError};
 
-/// Paths remembered; past this the memory starts over, so paths with ids in them (one entry per
-/// item) cannot grow it without bound.
+use crate::per_loop::PerLoop;
+
+/// Paths remembered per loop; past this the loop's memory starts over, so paths with ids in
+/// them (one entry per item) cannot grow it without bound.
 pub(crate) const REMEMBERED: usize = 4096;
 
-/// Answers by path, shared by every loop.
+/// Answers by path, one memory per event loop.
+///
+/// Why not one for all loops: an answer is handed out as a clone (an `Arc`), and every request
+/// asks. Shared, the lock and each answer's reference count were written by both cores on
+/// every request, and everything an answer holds that an event clones (its type, channels,
+/// keys) with them; each loop working out its own answers keeps all of that on its own core
+/// (BENCHMARKS.md, fifteenth pass). A loop's answers cost it once per path.
 ///
 /// The map is keyed by text the client chose, so it uses a seeded hash (foldhash's per-process
 /// random state): a few times cheaper than std's SipHash on short keys, and still not something a
 /// client can aim collisions at without knowing the seed.
 #[derive(Debug)]
 pub(crate) struct PathMemo<T> {
-    answers: Mutex<foldhash::HashMap<Box<str>, T>>,
+    answers: PerLoop<Mutex<foldhash::HashMap<Box<str>, T>>>,
 }
 
 impl<T> Default for PathMemo<T> {
     fn default() -> PathMemo<T> {
         PathMemo {
-            answers: Mutex::default(),
+            answers: PerLoop::default(),
         }
     }
 }
 
 impl<T: Clone> PathMemo<T> {
-    /// The remembered answer for `path`, or `work`'s, which is then remembered. `work` runs
-    /// without the lock held: two loops asking at once both work it out, and one answer stays.
+    /// This loop's remembered answer for `path`, or `work`'s, which is then remembered. The
+    /// lock is the loop's own (threads outside the loops share one), and `work` runs without
+    /// it held.
     pub(crate) fn get_or_work(&self, path: &str, work: impl FnOnce() -> T) -> T {
-        if let Some(known) = self.lock().get(path) {
+        let here = self.answers.here();
+        if let Some(known) = lock(here).get(path) {
             return known.clone();
         }
         let answer = work();
-        let mut answers = self.lock();
+        let mut answers = lock(here);
         if answers.len() >= REMEMBERED {
             answers.clear();
         }
@@ -46,15 +56,15 @@ impl<T: Clone> PathMemo<T> {
         answer
     }
 
-    /// How many paths are remembered.
+    /// How many paths this thread's loop remembers.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.lock().len()
+        lock(self.answers.here()).len()
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, foldhash::HashMap<Box<str>, T>> {
-        self.answers.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(map: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    map.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -74,6 +84,24 @@ mod tests {
         assert_eq!(memo.get_or_work("/a", || work(2)), 1);
         assert_eq!(memo.get_or_work("/b", || work(3)), 3);
         assert_eq!(runs.get(), 2);
+    }
+
+    #[test]
+    fn each_loop_works_out_and_keeps_its_own_answers() {
+        let memo = PathMemo::default();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let work = || runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let first = memo.get_or_work("/a", work);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::workers::enter(1);
+                let own = memo.get_or_work("/a", work);
+                assert_ne!(own, first, "loop 1 worked out its own");
+                assert_eq!(memo.get_or_work("/a", work), own, "and keeps it");
+            });
+        });
+        assert_eq!(memo.get_or_work("/a", work), first);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]

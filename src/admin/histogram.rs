@@ -14,12 +14,10 @@ use std::time::Duration;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
+use crate::per_loop::PerLoop;
+
 /// Finite upper bounds a histogram takes; `+Inf` is one more bucket.
 pub const BOUNDS: usize = 15;
-
-/// Shards: event loops beyond this many share them (a loop's index modulo this), which costs
-/// nothing in correctness, only some of the sharing this type exists to avoid.
-const SHARDS: usize = 16;
 
 /// Cheap to clone: the registry holds one clone, `Metrics` another.
 #[derive(Debug, Clone)]
@@ -33,13 +31,11 @@ struct Inner {
     bounds: [f64; BOUNDS],
     /// The same in nanoseconds, which observations are compared in.
     bounds_nanos: [u64; BOUNDS],
-    shards: Box<[Shard]>,
+    shards: PerLoop<Shard>,
 }
 
-/// One loop's counts, on lines of their own (two 64-byte lines: a neighbour's writes never
-/// touch them, whichever way the hardware prefetches pairs of lines).
+/// One loop's counts (on lines of their own, as `PerLoop` keeps them).
 #[derive(Debug, Default)]
-#[repr(align(128))]
 struct Shard {
     /// Observations per bucket (not cumulative); the last is `+Inf`.
     counts: [AtomicU64; BOUNDS + 1],
@@ -53,7 +49,7 @@ impl ShardedHistogram {
             inner: Arc::new(Inner {
                 bounds,
                 bounds_nanos: bounds.map(|b| (b * 1e9).round() as u64),
-                shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+                shards: PerLoop::default(),
             }),
         }
     }
@@ -67,10 +63,7 @@ impl ShardedHistogram {
             .iter()
             .position(|&b| nanos <= b)
             .unwrap_or(BOUNDS);
-        let shard = crate::workers::current_loop().map_or(0, |i| (i + 1) % SHARDS);
-        let Some(shard) = inner.shards.get(shard) else {
-            return;
-        };
+        let shard = inner.shards.here();
         if let Some(count) = shard.counts.get(bucket) {
             count.fetch_add(1, Ordering::Relaxed);
         }
@@ -90,7 +83,7 @@ impl ShardedHistogram {
             .map(|b| (b, 0))
             .collect();
         let mut sum_nanos = 0u64;
-        for shard in inner.shards.iter() {
+        for shard in inner.shards.all() {
             for (bucket, count) in buckets.iter_mut().zip(&shard.counts) {
                 bucket.1 += count.load(Ordering::Relaxed);
             }

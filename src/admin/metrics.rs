@@ -5,7 +5,7 @@
 //! match on them, so they are spelled out in one place here. This module only counts and encodes; it
 //! does not serve HTTP (the admin listener does, with [`CONTENT_TYPE`]).
 
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::Method;
@@ -15,7 +15,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::counter::ShardedCounter;
 use super::histogram::{BOUNDS, ShardedHistogram};
+use crate::per_loop::PerLoop;
 
 /// Content type of [`Metrics::encode`]'s output.
 ///
@@ -140,18 +142,20 @@ const KEPT_EVENT_TYPES: usize = 1024;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    http_requests: Family<HttpLabels, Counter>,
+    http_requests: Family<HttpLabels, ShardedCounter>,
     /// `http_requests`' series by method and status, each found in the family once. A family
     /// lookup hashes the labels with SipHash under a lock, a cost on every request that this
     /// index of handles to the same counters does not have.
-    http_series: Box<[OnceLock<Counter>]>,
+    http_series: Box<[OnceLock<ShardedCounter>]>,
     http_duration: ShardedHistogram,
     upstream_errors: Family<KindLabel, Counter>,
     ws_connections: Gauge,
     sse_connections: Gauge,
-    events_published: Family<TypeLabel, Counter>,
-    /// `events_published`' series by type, likewise: the family's lookup also copies the type.
-    event_series: RwLock<foldhash::HashMap<Box<str>, Counter>>,
+    events_published: Family<TypeLabel, ShardedCounter>,
+    /// `events_published`' series by type, likewise (the family's lookup also copies the type),
+    /// each loop with its own map: a map shared by the loops had its lock's line written by
+    /// both on every event.
+    event_series: PerLoop<Mutex<foldhash::HashMap<Box<str>, ShardedCounter>>>,
     event_delivery: ShardedHistogram,
     ws_dropped: Family<ReasonLabel, Counter>,
     broker_up: Gauge,
@@ -162,7 +166,7 @@ impl Metrics {
         let mut registry = Registry::default();
 
         // Counters are registered without `_total`: prometheus-client appends it on encode.
-        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_requests = Family::<HttpLabels, ShardedCounter>::default();
         registry.register(
             "syncgate_http_requests",
             "HTTP requests answered by the proxy, by method and status",
@@ -192,7 +196,7 @@ impl Metrics {
             "Open server-sent event streams",
             sse_connections.clone(),
         );
-        let events_published = Family::<TypeLabel, Counter>::default();
+        let events_published = Family::<TypeLabel, ShardedCounter>::default();
         registry.register(
             "syncgate_events_published",
             "Events published to the broker, by event type",
@@ -235,7 +239,7 @@ impl Metrics {
             ws_connections,
             sse_connections,
             events_published,
-            event_series: RwLock::default(),
+            event_series: PerLoop::default(),
             event_delivery,
             ws_dropped,
             broker_up,
@@ -288,13 +292,13 @@ impl Metrics {
 
     /// `syncgate_events_published_total{type}`.
     pub fn event_published(&self, event_type: &str) {
-        let kept = self
+        let mut kept = self
             .event_series
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(event_type)
-            .map(Counter::inc);
-        if kept.is_some() {
+            .here()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = kept.get(event_type) {
+            series.inc();
             return;
         }
         let labels = TypeLabel {
@@ -302,10 +306,6 @@ impl Metrics {
         };
         let series = self.events_published.get_or_create(&labels).clone();
         series.inc();
-        let mut kept = self
-            .event_series
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
         if kept.len() < KEPT_EVENT_TYPES {
             kept.insert(event_type.into(), series);
         }

@@ -3,6 +3,7 @@
 //! Bound to loopback by default: it answers to the kubelet, Prometheus and the backend, never to
 //! browsers.
 
+mod counter;
 mod histogram;
 pub mod metrics;
 
