@@ -19,6 +19,7 @@ use super::{
 };
 use crate::config::HistoryConfig;
 use crate::events::{EventDraft, Text, envelope};
+use crate::per_loop::PerLoop;
 
 #[derive(Debug)]
 pub struct MemoryBroker {
@@ -26,29 +27,69 @@ pub struct MemoryBroker {
     /// channel up here, and std's SipHash was most of that lookup's cost. Names come from
     /// clients, so the hash is seeded per process.
     channels: RwLock<foldhash::HashMap<Arc<str>, Arc<Mutex<ChannelState>>>>,
+    /// Each loop's own handles to the channels it publishes on, with its own copy of each
+    /// name (which its events carry).
+    ///
+    /// Why: found through `channels`, every publish wrote the map lock's line and the name's
+    /// reference count, shared by every loop; with two loops publishing, those lines moved
+    /// between the cores on every event. What the loops must share (a channel's numbering,
+    /// history and subscribers) stays behind the channel's own lock.
+    handles: PerLoop<Mutex<Handles>>,
     history: HistoryConfig,
-    /// `positions_version`: moved after every numbered event and every forgotten channel.
-    moves: AtomicU64,
+    /// `positions_version`: moved after every numbered event and every forgotten channel, each
+    /// loop on its own count (summed when read; every count only grows, so the sum moves
+    /// whenever one does).
+    moves: PerLoop<AtomicU64>,
 }
+
+type Handles = foldhash::HashMap<Arc<str>, Arc<Mutex<ChannelState>>>;
 
 #[derive(Debug, Default)]
 struct ChannelState {
+    /// Forgotten by `sweep`: a loop still holding a handle to it looks the channel up again.
+    removed: bool,
     last_seq: u64,
     history: VecDeque<(Instant, Arc<Event>)>,
     subscribers: Subscribers,
 }
 
+/// Events trimmed off a history, freed when this is dropped: after the channel's lock, by
+/// whoever trimmed them. An event another loop made is freed into that loop's memory, a write
+/// to lines of the other core, which the lock need not wait for.
+#[derive(Default)]
+struct Trimmed {
+    /// One, the usual number once the history is full, without a `Vec`.
+    one: Option<Arc<Event>>,
+    more: Vec<Arc<Event>>,
+}
+
+impl Trimmed {
+    fn push(&mut self, event: Arc<Event>) {
+        match self.one {
+            None => self.one = Some(event),
+            Some(_) => self.more.push(event),
+        }
+    }
+}
+
 impl ChannelState {
-    fn trim(&mut self, history: HistoryConfig, now: Instant) {
+    #[must_use = "the trimmed events are freed where this is dropped"]
+    fn trim(&mut self, history: HistoryConfig, now: Instant) -> Trimmed {
+        let mut trimmed = Trimmed::default();
         while self.history.len() > history.size {
-            self.history.pop_front();
+            if let Some((_, event)) = self.history.pop_front() {
+                trimmed.push(event);
+            }
         }
         while let Some((at, _)) = self.history.front() {
             if now.saturating_duration_since(*at) <= history.ttl {
                 break;
             }
-            self.history.pop_front();
+            if let Some((_, event)) = self.history.pop_front() {
+                trimmed.push(event);
+            }
         }
+        trimmed
     }
 
     /// Events after `since`, if the history still holds all of them.
@@ -78,8 +119,9 @@ impl MemoryBroker {
     pub fn new(history: HistoryConfig) -> Arc<MemoryBroker> {
         Arc::new(MemoryBroker {
             channels: RwLock::default(),
+            handles: PerLoop::default(),
             history,
-            moves: AtomicU64::new(0),
+            moves: PerLoop::default(),
         })
     }
 
@@ -94,38 +136,81 @@ impl MemoryBroker {
         (key, ch)
     }
 
+    /// The channel's state through this loop's handles, and the loop's copy of its name.
+    fn handle(&self, name: &str) -> (Arc<str>, Arc<Mutex<ChannelState>>) {
+        let mut handles = lock(self.handles.here());
+        if let Some((key, ch)) = handles.get_key_value(name) {
+            return (Arc::clone(key), Arc::clone(ch));
+        }
+        let (_, ch) = self.channel(name);
+        let key: Arc<str> = Arc::from(name);
+        handles.insert(Arc::clone(&key), Arc::clone(&ch));
+        (key, ch)
+    }
+
+    /// Marks a position moved (see `moves`).
+    fn moved(&self) {
+        self.moves.here().fetch_add(1, Ordering::Release);
+    }
+
     fn existing(&self, name: &str) -> Option<Arc<Mutex<ChannelState>>> {
         read(&self.channels).get(name).cloned()
     }
 
-    /// Numbers, stores and fans out one event on one channel; its `seq`.
+    /// Numbers, stores and fans out one event on one channel; its `seq`. What does not need
+    /// the channel's lock (the envelope's text, the clock, freeing trimmed events) is done
+    /// outside it.
     fn publish_one(&self, draft: &EventDraft, channel: &str, id: &str) -> u64 {
-        let (name, state) = self.channel(channel);
-        let mut st = lock(&state);
-        st.last_seq += 1;
-        let seq = st.last_seq;
-        // After the new seq, so that whoever reads this count then reads that seq or a later one.
-        self.moves.fetch_add(1, Ordering::Release);
+        let envelope = envelope::Unnumbered::new(draft, channel, id);
         // One clock read for both: the history's age and the delivery-delay metric.
         let now = Instant::now();
-        let event = Arc::new(Event {
-            channel: name,
-            seq,
-            event_type: draft.event_type.shared(),
-            frame: envelope::framed(draft, channel, seq, id),
-            origin_client: draft.origin_client.as_ref().map(Text::shared),
-            actor: draft.actor.as_ref().map(Text::shared),
-            published_at: now.into_std(),
-        });
-        if self.history.size > 0 {
-            st.history.push_back((now, Arc::clone(&event)));
-        }
-        st.trim(self.history, now);
-        // Dropped before `st`: its hand-overs happen under the channel's lock (see FanOut).
-        let mut fan = FanOut::new();
-        st.subscribers
-            .retain(|sub| fan.offer(sub, &event) != Delivery::Gone);
+        let (seq, trimmed) = self.number(draft, channel, &envelope, now);
+        drop(trimmed);
         seq
+    }
+
+    /// `publish_one`'s part under the channel's lock.
+    fn number(
+        &self,
+        draft: &EventDraft,
+        channel: &str,
+        envelope: &envelope::Unnumbered,
+        now: Instant,
+    ) -> (u64, Trimmed) {
+        loop {
+            let (name, state) = self.handle(channel);
+            let mut st = lock(&state);
+            if st.removed {
+                // Forgotten since this loop took its handle: the map has the channel's new state.
+                drop(st);
+                lock(self.handles.here()).remove(channel);
+                continue;
+            }
+            st.last_seq += 1;
+            let seq = st.last_seq;
+            // After the new seq, so that whoever reads the count then reads that seq or a
+            // later one.
+            self.moved();
+            let event = Arc::new(Event {
+                channel: name,
+                seq,
+                event_type: draft.event_type.shared(),
+                frame: envelope.framed(seq),
+                origin_client: draft.origin_client.as_ref().map(Text::shared),
+                actor: draft.actor.as_ref().map(Text::shared),
+                published_at: now.into_std(),
+            });
+            if self.history.size > 0 {
+                st.history.push_back((now, Arc::clone(&event)));
+            }
+            let trimmed = st.trim(self.history, now);
+            // Dropped before `st`: its hand-overs happen under the channel's lock (see FanOut).
+            let mut fan = FanOut::new();
+            st.subscribers
+                .retain(|sub| fan.offer(sub, &event) != Delivery::Gone);
+            drop(fan);
+            return (seq, trimmed);
+        }
     }
 
     /// Publishes `draft` on each of its channels under one event id, telling `each` the new
@@ -144,7 +229,7 @@ impl MemoryBroker {
         let mut idle = Vec::new();
         for (name, state) in read(&self.channels).iter() {
             let mut st = lock(state);
-            st.trim(self.history, now);
+            drop(st.trim(self.history, now));
             st.subscribers.retain(|s| !s.is_cut_off());
             if st.subscribers.is_empty() && st.history.is_empty() {
                 idle.push(Arc::clone(name));
@@ -153,16 +238,28 @@ impl MemoryBroker {
         if idle.is_empty() {
             return;
         }
+        let mut forgotten = Vec::with_capacity(idle.len());
         let mut map = write(&self.channels);
         for name in idle {
             let still_idle = map.get(&name).is_some_and(|state| {
-                let st = lock(state);
-                st.subscribers.is_empty() && st.history.is_empty()
+                let mut st = lock(state);
+                let idle = st.subscribers.is_empty() && st.history.is_empty();
+                st.removed = idle;
+                idle
             });
             if still_idle {
                 map.remove(&name);
+                forgotten.push(name);
                 // Its position goes back to 0.
-                self.moves.fetch_add(1, Ordering::Release);
+                self.moved();
+            }
+        }
+        drop(map);
+        // Not under the map's lock, which nothing else needs here.
+        for handles in self.handles.all() {
+            let mut handles = lock(handles);
+            for name in &forgotten {
+                handles.remove(name);
             }
         }
     }
@@ -215,7 +312,7 @@ impl Broker for MemoryBroker {
     ) -> BoxFuture<'a, Result<SubscribeOutcome, BrokerError>> {
         let (_, state) = self.channel(channel);
         let mut st = lock(&state);
-        st.trim(self.history, Instant::now());
+        drop(st.trim(self.history, Instant::now()));
         st.subscribers.insert(subscriber);
         let (replay, resume) = match since {
             None => (Vec::new(), Resume::Fresh),
@@ -248,7 +345,12 @@ impl Broker for MemoryBroker {
     }
 
     fn positions_version(&self) -> Option<u64> {
-        Some(self.moves.load(Ordering::Acquire))
+        Some(
+            self.moves
+                .all()
+                .map(|m| m.load(Ordering::Acquire))
+                .fold(0, u64::wrapping_add),
+        )
     }
 
     fn is_up(&self) -> bool {
@@ -456,5 +558,35 @@ mod tests {
         b.sweep();
         assert_eq!(b.positions(&["b".into()]).await, [0], "b was forgotten");
         assert_ne!(version(), before_sweep);
+        // A loop's publish moves it as much as one outside the loops.
+        let before_loop = version();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                crate::workers::enter(5);
+                b.publish_here(&draft(&["c"]));
+            });
+        });
+        assert_ne!(version(), before_loop);
+    }
+
+    #[tokio::test]
+    async fn a_channel_forgotten_while_a_loop_holds_its_handle_still_reaches_new_subscribers() {
+        let b = MemoryBroker::new(HistoryConfig {
+            size: 10,
+            ttl: Duration::from_millis(1),
+        });
+        // This thread's loop takes a handle to "a" and keeps it.
+        assert!(b.publish_here(&draft(&["a"])));
+        std::thread::sleep(Duration::from_millis(5));
+        b.sweep();
+        assert_eq!(b.channel_count(), 0, "a was forgotten");
+        // A new subscriber makes the channel anew; the loop's next event must reach it, as the
+        // channel's first.
+        let (s, mut rx) = sub("tab-b", 8);
+        b.subscribe("a", None, &s).await.unwrap();
+        assert!(b.publish_here(&draft(&["a"])));
+        let got = rx.try_recv().expect("delivered to the subscriber");
+        assert_eq!(got.seq, 1);
+        assert_eq!(b.positions(&["a".into()]).await, [1]);
     }
 }
