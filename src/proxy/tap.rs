@@ -1,8 +1,15 @@
 //! A response body wrapper that keeps a bounded prefix of what streams through it.
 //!
 //! The client gets every frame as soon as the upstream sends it; the prefix (at most
-//! `event_body_max_bytes`) is handed to a callback once the body ends, or is dropped early, so an
-//! event can be built without the client ever waiting for it.
+//! `event_body_max_bytes`) is handed to a callback when the body is dropped, with whether the
+//! body had ended whole by then, so an event is built without the client waiting for it.
+//!
+//! Why at the drop and not at the end: the writer drops the body once the answer's last bytes
+//! are written, and the end comes before that, with the last frame. Called at the end, the
+//! event's work (reading the body, numbering, storing, handing to subscribers) ran between the
+//! last frame and the write that sends it, and every mutation's answer waited for it: on the
+//! REST benchmark's POST, wrk and the upstream sat idle meanwhile (BENCHMARKS.md, fifteenth
+//! pass).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,14 +27,16 @@ pin_project! {
         kept: Kept,
         limit: usize,
         on_done: Option<F>,
+        // Set when the body has ended: whether `kept` is all of it.
+        ended: Option<bool>,
     }
 
     impl<B, F: FnOnce(&[u8], bool)> PinnedDrop for Tap<B, F> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            // The client went away before the end: the mutation still happened upstream.
+            // Not ended: the client went away first, and the mutation still happened upstream.
             if let Some(done) = this.on_done.take() {
-                done(this.kept.bytes(), false);
+                done(this.kept.bytes(), this.ended.unwrap_or(false));
             }
         }
     }
@@ -88,6 +97,7 @@ impl<B, F: FnOnce(&[u8], bool)> Tap<B, F> {
             kept: Kept::Nothing,
             limit,
             on_done: Some(on_done),
+            ended: None,
         }
     }
 }
@@ -106,7 +116,10 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         let polled = this.inner.as_mut().poll_frame(cx);
-        let done = match &polled {
+        if this.ended.is_some() {
+            return polled;
+        }
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.kept.add(data, *this.limit);
@@ -118,14 +131,7 @@ where
             Poll::Ready(Some(Err(_))) => Some(false),
             Poll::Pending => None,
         };
-        if let Some(whole) = done
-            && let Some(on_done) = this.on_done.take()
-        {
-            on_done(this.kept.bytes(), whole);
-            // A kept frame shares the upstream connection's read buffer, which can then be
-            // reused in place for the next answer.
-            *this.kept = Kept::Nothing;
-        }
+        *this.ended = ended;
         polled
     }
 
@@ -194,6 +200,48 @@ mod tests {
         let (out, seen) = run_whole("{\"id\":7}", 7).await;
         assert_eq!(out, "{\"id\":7}");
         assert_eq!(seen.map(|(_, complete)| complete), Some(false));
+    }
+
+    #[tokio::test]
+    async fn the_copy_is_handed_over_when_the_writer_drops_the_ended_body_not_before() {
+        let seen = Arc::new(Mutex::new(None));
+        let seen2 = Arc::clone(&seen);
+        let mut tap = Box::pin(Tap::new(
+            http_body_util::Full::new(Bytes::from_static(b"{\"id\":7}")),
+            100,
+            move |b: &[u8], complete| {
+                *seen2.lock().unwrap() = Some((b.to_vec(), complete));
+            },
+        ));
+        let frame = tap.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "{\"id\":7}");
+        assert!(tap.is_end_stream());
+        // The writer has the whole answer and has yet to send it: no event work yet.
+        assert_eq!(*seen.lock().unwrap(), None);
+        assert!(tap.frame().await.is_none());
+        assert_eq!(*seen.lock().unwrap(), None);
+        drop(tap);
+        assert_eq!(*seen.lock().unwrap(), Some((b"{\"id\":7}".to_vec(), true)));
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_end_hands_over_an_incomplete_copy() {
+        let seen = Arc::new(Mutex::new(None));
+        let seen2 = Arc::clone(&seen);
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = ["{\"id\":", "7}"]
+            .iter()
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        let mut tap = Box::pin(Tap::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            100,
+            move |b: &[u8], complete| {
+                *seen2.lock().unwrap() = Some((b.to_vec(), complete));
+            },
+        ));
+        tap.frame().await.unwrap().unwrap();
+        drop(tap);
+        assert_eq!(*seen.lock().unwrap(), Some((b"{\"id\":".to_vec(), false)));
     }
 
     #[tokio::test]
