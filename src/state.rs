@@ -87,6 +87,16 @@ impl Shared {
         self.settings.load_full()
     }
 
+    /// The current settings for the length of one request, without a clone.
+    ///
+    /// Why: `settings` clones the `Arc`, a write to its reference count, which every loop
+    /// writes on every request; the line moved between the cores each time. A load leaves its
+    /// mark in this thread's own slots (arc-swap's debts), and a reload meanwhile only makes
+    /// the guard hold the old settings as a clone would.
+    pub fn settings_now(&self) -> arc_swap::Guard<Arc<Settings>> {
+        self.settings.load()
+    }
+
     pub fn replace_settings(&self, settings: Settings) {
         self.settings.store(Arc::new(settings));
     }

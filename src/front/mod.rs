@@ -169,12 +169,8 @@ impl Conn {
             let request = plain.request.map(|()| body);
             let method = request.method().clone();
             // Pinned where it is made: the future is large, and moving it costs a copy.
-            let mut handling = std::pin::pin!(crate::proxy::handle(
-                request,
-                plain.lines,
-                Arc::clone(&shared),
-                Arc::clone(&client)
-            ));
+            let mut handling =
+                std::pin::pin!(crate::proxy::handle(request, plain.lines, &shared, &client));
             // A bodiless request is given up when its client hangs up while the upstream works
             // on it (as nginx does, and hyper did); a body's reads are the body's own.
             let resp = poll_fn(|cx| {
@@ -434,14 +430,13 @@ impl Conn {
             return;
         };
         let handler = move |req: http::Request<hyper::body::Incoming>| {
-            let answer = crate::proxy::handle(
-                req.map(from_incoming),
-                None,
-                Arc::clone(&shared),
-                Arc::clone(&client),
-            );
+            let (shared, client) = (Arc::clone(&shared), Arc::clone(&client));
             // Hyper writes the map only: the upstream's verbatim lines go into it.
-            async move { answer.await.map(crate::proxy::Answer::into_response) }
+            async move {
+                crate::proxy::handle(req.map(from_incoming), None, &shared, &client)
+                    .await
+                    .map(crate::proxy::Answer::into_response)
+            }
         };
         server::serve_hyper(socket, handler, shutdown).await;
     }

@@ -79,15 +79,18 @@ impl Answer {
 /// The pipeline's entry point, for `front` and for the connections it hands to hyper: never
 /// fails, every error is an HTTP answer. `lines`: the request's header lines `front` kept as
 /// bytes, beside the few in its map (see `verbatim`).
+///
+/// Borrows what the connection holds: a clone of `shared` per request wrote its reference count,
+/// a line every loop writes, on every request.
 pub async fn handle(
     req: Request<Body>,
     lines: Option<Box<Verbatim>>,
-    shared: Arc<Shared>,
-    client: Arc<ClientConn>,
+    shared: &Arc<Shared>,
+    client: &ClientConn,
 ) -> Result<Answer, Infallible> {
     let start = Instant::now();
     let method = req.method().clone();
-    let answer = route(req, lines, &shared, &client).await;
+    let answer = route(req, lines, shared, client).await;
     let status = answer.response.status().as_u16();
     shared
         .metrics
@@ -111,7 +114,8 @@ async fn route(
         )
         .into();
     }
-    let settings = shared.settings();
+    // Loaded, not cloned: see `Shared::settings_now`.
+    let settings = shared.settings_now();
     let cfg = &settings.config;
     let path = req.uri().path();
     let socket_kind = if path == cfg.websocket.path {
