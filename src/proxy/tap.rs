@@ -7,9 +7,7 @@
 //! Why at the drop and not at the end: the writer drops the body once the answer's last bytes
 //! are written, and the end comes before that, with the last frame. Called at the end, the
 //! event's work (reading the body, numbering, storing, handing to subscribers) ran between the
-//! last frame and the write that sends it, and every mutation's answer waited for it: on the
-//! REST benchmark's POST, wrk and the upstream sat idle meanwhile (BENCHMARKS.md, fifteenth
-//! pass).
+//! last frame and the write that sends it, and every mutation's answer waited for it.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
