@@ -18,6 +18,7 @@ pub mod events;
 pub mod front;
 pub mod graceful;
 pub mod memo;
+pub mod one_or_many;
 pub mod per_loop;
 pub mod proxy;
 pub mod publisher;

@@ -19,6 +19,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::broker::{Event, Subscriber};
+use crate::one_or_many::OneOrMany;
 
 /// An event for one subscriber, carried to the subscriber's loop (see `broker::FanOut`).
 pub type Offer = (Subscriber, Arc<Event>);
@@ -27,24 +28,7 @@ pub type Offer = (Subscriber, Arc<Event>);
 /// the REST benchmark's subscriber), and such an offer travels without a `Vec`: allocating one
 /// per event and loop, and freeing it on the other loop, cost about 130 instructions a POST
 /// (BENCHMARKS.md, fourteenth pass).
-pub enum Batch {
-    One(Offer),
-    Many(Vec<Offer>),
-}
-
-impl Batch {
-    /// `batch` with `offer` added (`None`: no batch yet).
-    pub fn push(batch: Option<Batch>, offer: Offer) -> Batch {
-        match batch {
-            None => Batch::One(offer),
-            Some(Batch::One(first)) => Batch::Many(vec![first, offer]),
-            Some(Batch::Many(mut offers)) => {
-                offers.push(offer);
-                Batch::Many(offers)
-            }
-        }
-    }
-}
+pub type Batch = OneOrMany<Offer>;
 
 struct Loops {
     handles: Vec<Handle>,
@@ -146,15 +130,8 @@ async fn relay_task(mut rx: mpsc::UnboundedReceiver<Batch>) {
 }
 
 fn offer_all(batch: Batch) {
-    match batch {
-        Batch::One((sub, event)) => {
-            sub.offer(&event);
-        }
-        Batch::Many(offers) => {
-            for (sub, event) in offers {
-                sub.offer(&event);
-            }
-        }
+    for (sub, event) in batch {
+        sub.offer(&event);
     }
 }
 

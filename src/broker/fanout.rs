@@ -13,6 +13,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use super::{Delivery, Event, Subscriber};
+use crate::one_or_many::OneOrMany;
 use crate::workers::{self, Batch};
 
 pub struct FanOut {
@@ -53,7 +54,10 @@ impl FanOut {
         if sub.is_cut_off() {
             return Delivery::CutOff;
         }
-        *batch = Some(Batch::push(batch.take(), (sub.clone(), Arc::clone(event))));
+        *batch = Some(OneOrMany::push(
+            batch.take(),
+            (sub.clone(), Arc::clone(event)),
+        ));
         Delivery::Queued
     }
 }

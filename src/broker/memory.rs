@@ -19,6 +19,7 @@ use super::{
 };
 use crate::config::HistoryConfig;
 use crate::events::{EventDraft, Text, envelope};
+use crate::one_or_many::OneOrMany;
 use crate::per_loop::PerLoop;
 
 #[derive(Debug)]
@@ -56,29 +57,15 @@ struct ChannelState {
 /// Events trimmed off a history, freed when this is dropped: after the channel's lock, by
 /// whoever trimmed them. An event another loop made is freed into that loop's memory, a write
 /// to lines of the other core, which the lock need not wait for.
-#[derive(Default)]
-struct Trimmed {
-    /// One, the usual number once the history is full, without a `Vec`.
-    one: Option<Arc<Event>>,
-    more: Vec<Arc<Event>>,
-}
-
-impl Trimmed {
-    fn push(&mut self, event: Arc<Event>) {
-        match self.one {
-            None => self.one = Some(event),
-            Some(_) => self.more.push(event),
-        }
-    }
-}
+type Trimmed = Option<OneOrMany<Arc<Event>>>;
 
 impl ChannelState {
     #[must_use = "the trimmed events are freed where this is dropped"]
     fn trim(&mut self, history: HistoryConfig, now: Instant) -> Trimmed {
-        let mut trimmed = Trimmed::default();
+        let mut trimmed = None;
         while self.history.len() > history.size {
             if let Some((_, event)) = self.history.pop_front() {
-                trimmed.push(event);
+                trimmed = Some(OneOrMany::push(trimmed, event));
             }
         }
         while let Some((at, _)) = self.history.front() {
@@ -86,7 +73,7 @@ impl ChannelState {
                 break;
             }
             if let Some((_, event)) = self.history.pop_front() {
-                trimmed.push(event);
+                trimmed = Some(OneOrMany::push(trimmed, event));
             }
         }
         trimmed

@@ -115,9 +115,14 @@ impl Unnumbered {
         Unnumbered { text, at }
     }
 
+    /// The text before the `seq`'s digits (ending `"seq":`) and after them.
+    pub fn halves(&self) -> (&str, &str) {
+        self.text.split_at(self.at)
+    }
+
     /// The envelope with `seq`, as its frame.
     pub fn framed(&self, seq: u64) -> Framed {
-        let (before, after) = self.text.split_at(self.at);
+        let (before, after) = self.halves();
         frame_of(&[before, itoa::Buffer::new().format(seq), after])
     }
 }

@@ -131,18 +131,9 @@ pub fn meta_json(draft: &EventDraft) -> String {
 
 /// The frame of `draft` on `channel` split around its `seq` value, which the script fills in.
 pub fn frame_halves(draft: &EventDraft, channel: &str, id: &str) -> (Vec<u8>, Vec<u8>) {
-    let frame = envelope::serialize(draft, channel, 0, id);
-    // Quotes inside JSON strings are escaped, so this text only matches the real `seq` key; the
-    // envelope writes `type` and `channel` before it and `id` right after.
-    const MARK: &[u8] = b",\"seq\":0,";
-    let frame = frame.as_bytes();
-    match frame.windows(MARK.len()).position(|w| w == MARK) {
-        Some(at) => {
-            let cut = at + MARK.len() - 2; // just after `"seq":`
-            (frame[..cut].to_vec(), frame[cut + 1..].to_vec())
-        }
-        None => (frame.to_vec(), Vec::new()),
-    }
+    let envelope = envelope::Unnumbered::new(draft, channel, id);
+    let (head, tail) = envelope.halves();
+    (head.as_bytes().to_vec(), tail.as_bytes().to_vec())
 }
 
 /// Builds an event from an entry's parts; `at_ms` is Redis's clock when it was added.
